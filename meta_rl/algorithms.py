@@ -1,0 +1,258 @@
+"""MAML, Meta-SGD and Reptile: they differ only in the inner update rule and the outer step.
+
+| algorithm | inner rule (``inner_lr``)                    | outer step (``outer_step``)              |
+|-----------|----------------------------------------------|------------------------------------------|
+| MAML      | ``theta - alpha * g``, ``alpha`` fixed        | TRPO or Adam through the inner loop      |
+| Meta-SGD  | ``theta - alpha (.) g``, ``alpha`` per element, meta-learned | as MAML, over (theta, alpha) |
+| Reptile   | as MAML, first order                          | ``theta += eps * mean_t(theta'_t - theta)`` |
+
+A meta-iteration (:meth:`MetaLearner.meta_step`): adapt to the tasks with :func:`adapt`, sample
+validation episodes with the adapted policies (the post-adaptation return), then the outer step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from meta_rl.inner import Adaptation, ReturnsConfig, adapt, detach, first_episodes, readapt
+from meta_rl.outer import AdamOuter, MetaObjective, NonFiniteError, TRPOOuter
+from meta_rl.policies import Params, Policy
+from meta_rl.returns import compute_advantages
+from meta_rl.sampling import Sampler
+
+ALGORITHMS = ("maml", "metasgd", "reptile")
+OUTERS = ("trpo", "adam", "sgd")
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    """What a meta-learner needs beyond the policy and the sampler."""
+
+    inner_steps: int = 1
+    """policy-gradient steps in the inner loop (K)"""
+    inner_lr: float = 0.1
+    """inner step size alpha (Meta-SGD: the initial value of every learned rate)"""
+    first_order: bool = False
+    """drop second-order terms of the meta-gradient (FO-MAML); decides create_graph"""
+    outer: str = "trpo"
+    """outer optimiser: trpo or adam (MAML, Meta-SGD); sgd or adam (Reptile)"""
+    outer_lr: float = 1e-3
+    """Adam's learning rate; Reptile's epsilon with sgd"""
+    max_grad_norm: float | None = None
+    """clip the outer gradient (Adam) to this norm"""
+    max_kl: float = 1e-2
+    """TRPO trust region on the mean KL of the adapted policies"""
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_max_steps: int = 15
+    ls_backtrack: float = 0.8
+    fisher_fraction: float = 1.0
+    """fraction of validation episodes used for TRPO's curvature products"""
+    cg_warm_start: bool = False
+    """start CG from the previous iteration's direction"""
+    returns: ReturnsConfig = ReturnsConfig()
+
+
+class MetaLearner:
+    """Meta-parameters and one meta-iteration. Subclasses set the inner rule and outer step."""
+
+    name = "maml"
+
+    def __init__(self, policy: Policy, sampler: Sampler, config: AlgoConfig, params: Params):
+        self.policy, self.sampler, self.config = policy, sampler, config
+        self.params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+        self.outer = self._make_outer()
+
+    # -- the two seams ------------------------------------------------------------------------
+    def inner_lr(self) -> float | Params:
+        return self.config.inner_lr
+
+    def meta_tensors(self) -> list[Tensor]:
+        """Everything the outer step updates."""
+        return list(self.params.values())
+
+    def _from_meta(self, values: list[Tensor]) -> tuple[Params, float | Params]:
+        return dict(zip(self.params, values)), self.config.inner_lr
+
+    def _make_outer(self):
+        c = self.config
+        if c.outer == "trpo":
+            return TRPOOuter(self.meta_tensors(), c.max_kl, c.cg_iters, c.cg_damping,
+                             c.ls_max_steps, c.ls_backtrack, c.fisher_fraction, c.cg_warm_start)
+        if c.outer == "adam":
+            return AdamOuter(self.meta_tensors(), c.outer_lr, c.max_grad_norm)
+        raise ValueError(f"{self.name} supports outer 'trpo' or 'adam', got {c.outer!r}")
+
+    def outer_step(self, tasks: list, adaptation: Adaptation, valid, valid_adv) -> dict:
+        def re(values, keep=None, graph=False):
+            params, lr = self._from_meta(values)
+            data = adaptation if keep is None else first_episodes(adaptation, keep)
+            first_order = self.config.first_order or not graph
+            return readapt(self.policy, params, data, lr, first_order)
+
+        objective = MetaObjective(
+            self.policy, self.meta_tensors(), adaptation.params, re, valid, valid_adv
+        )
+        return self.outer.step(objective)
+
+    # -- shared -------------------------------------------------------------------------------
+    def adapt(self, tasks: list, seed: int, steps: int | None = None, differentiable=False):
+        """The inner loop from the current meta-parameters (used by training and evaluation)."""
+        c = self.config
+        steps = c.inner_steps if steps is None else steps
+        first_order = c.first_order or not differentiable
+        params = self.params if differentiable else detach(self.params)
+        lr = self.inner_lr()
+        if not differentiable and isinstance(lr, dict):
+            lr = detach(lr)
+        with torch.set_grad_enabled(differentiable):
+            return adapt(self.policy, params, tasks, self.sampler, steps, lr, seed,
+                         first_order, c.returns)
+
+    def meta_step(self, tasks: list, seed: int) -> dict[str, float]:
+        """One meta-iteration on ``tasks``; returns its metrics."""
+        c = self.config
+        adaptation = self.adapt(tasks, seed, differentiable=True)
+        valid = self.sampler.sample(tasks, detach(adaptation.params), seed + c.inner_steps)
+        valid_adv = compute_advantages(valid, *c.returns)
+        pre = adaptation.episodes[0] if adaptation.episodes else valid
+        metrics = {
+            "pre_adapt_return": float(pre.returns().mean()),
+            "post_adapt_return": float(valid.returns().mean()),
+            "env_steps": sum(e.num_steps() for e in adaptation.episodes) + valid.num_steps(),
+        }
+        if adaptation.episodes:
+            metrics["inner_kl"] = self._inner_kl(adaptation)
+        metrics.update(self.outer_step(tasks, adaptation, valid, valid_adv))
+        if not all(math.isfinite(float(t.detach().sum())) for t in self.meta_tensors()):
+            raise NonFiniteError("meta-parameters became non-finite after the outer step")
+        metrics.update(self.extra_metrics())
+        return metrics
+
+    @torch.no_grad()
+    def _inner_kl(self, adaptation: Adaptation) -> float:
+        """Mean KL between the initial and adapted policies on the first inner step's states."""
+        ep = adaptation.episodes[0]
+        before = self.policy.dist(detach(self.params), ep.obs)
+        after = self.policy.dist(detach(adaptation.params), ep.obs)
+        kl = self.policy.kl(before, after)
+        return float((kl * ep.mask).sum() / ep.mask.sum().clamp_min(1))
+
+    def extra_metrics(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {
+            "params": detach(self.params),
+            "outer": self.outer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                self.params[k].copy_(v)
+        self.outer.load_state_dict(state["outer"])
+
+
+class MAML(MetaLearner):
+    """MAML: fixed inner step size; TRPO or Adam through the inner loop."""
+
+    name = "maml"
+
+
+class MetaSGD(MetaLearner):
+    """Meta-SGD: a learned inner learning rate for every parameter element."""
+
+    name = "metasgd"
+
+    def __init__(self, policy, sampler, config, params):
+        self.lrs = {
+            k: torch.full_like(v, config.inner_lr).requires_grad_() for k, v in params.items()
+        }
+        super().__init__(policy, sampler, config, params)
+
+    def inner_lr(self) -> Params:
+        return self.lrs
+
+    def meta_tensors(self) -> list[Tensor]:
+        return list(self.params.values()) + list(self.lrs.values())
+
+    def _from_meta(self, values):
+        n = len(self.params)
+        return dict(zip(self.params, values[:n])), dict(zip(self.lrs, values[n:]))
+
+    def extra_metrics(self) -> dict[str, float]:
+        lrs = torch.cat([v.detach().reshape(-1) for v in self.lrs.values()])
+        return {
+            "lr_mean": float(lrs.mean()),
+            "lr_std": float(lrs.std()),
+            "lr_min": float(lrs.min()),
+            "lr_max": float(lrs.max()),
+        }
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "lrs": detach(self.lrs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in state["lrs"].items():
+                self.lrs[k].copy_(v)
+        super().load_state_dict(state)
+
+
+class Reptile(MetaLearner):
+    """Reptile: ``K`` first-order inner steps, then ``theta += eps * mean_t(theta'_t - theta)``.
+
+    With ``outer='adam'`` the negated mean displacement is fed to Adam as a gradient.
+    """
+
+    name = "reptile"
+
+    def _make_outer(self):
+        c = self.config
+        if c.outer == "sgd":
+            return None
+        if c.outer == "adam":
+            return torch.optim.Adam(self.meta_tensors(), lr=c.outer_lr)
+        raise ValueError(f"reptile supports outer 'sgd' or 'adam', got {c.outer!r}")
+
+    def adapt(self, tasks, seed, steps=None, differentiable=False):
+        return super().adapt(tasks, seed, steps, differentiable=False)
+
+    @torch.no_grad()
+    def outer_step(self, tasks, adaptation, valid, valid_adv) -> dict:
+        deltas = {k: (adaptation.params[k] - p).mean(0) for k, p in self.params.items()}
+        norm = float(torch.cat([d.reshape(-1) for d in deltas.values()]).norm())
+        if not math.isfinite(norm):
+            raise NonFiniteError(f"Reptile's displacement norm {norm} is not finite")
+        if self.outer is None:
+            for k, p in self.params.items():
+                p.add_(self.config.outer_lr * deltas[k])
+        else:
+            for k, p in self.params.items():
+                p.grad = -deltas[k]
+            self.outer.step()
+        return {"grad_norm": norm}
+
+    def state_dict(self) -> dict:
+        return {"params": detach(self.params),
+                "outer": None if self.outer is None else self.outer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, v in state["params"].items():
+                self.params[k].copy_(v)
+        if self.outer is not None:
+            self.outer.load_state_dict(state["outer"])
+
+
+def make_learner(name: str, policy: Policy, sampler: Sampler, config: AlgoConfig, params: Params):
+    """Build ``maml``, ``metasgd`` or ``reptile``."""
+    classes = {"maml": MAML, "metasgd": MetaSGD, "reptile": Reptile}
+    if name not in classes:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {sorted(classes)}")
+    return classes[name](policy, sampler, config, params)

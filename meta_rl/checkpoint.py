@@ -1,0 +1,53 @@
+"""Checkpoints: written atomically, loaded with clear errors.
+
+A checkpoint is a ``torch.save`` dict: ``format``, ``config`` (``TrainConfig.to_dict()``),
+``iteration`` (completed meta-iterations), ``learner`` (meta-parameters and optimiser state),
+``totals`` (cumulative env steps and wall time) and ``rng`` (torch's global RNG state).
+It is written to a temporary file in the same directory, flushed, then renamed over the old one,
+so an interrupted write never leaves a broken ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "meta_rl.checkpoint/1"
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint, or raise a ``ValueError`` that says what is wrong with it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path} (train a run there first, or point at its directory)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a meta_rl checkpoint (expected format {FORMAT})")
+    return state

@@ -1,0 +1,63 @@
+"""The typed batch of experience that flows from samplers to the learning code.
+
+``T`` tasks, ``E`` episodes per task, ``H`` the horizon, ``O`` observation size, ``A`` action size.
+Each row ``[t, e]`` holds one episode from its first step; steps after it ended have ``mask == 0``
+and carry no information.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Episodes(NamedTuple):
+    """``E`` episodes for each of ``T`` tasks.
+
+    - ``obs [T, E, H, O]``: the observation each action was taken in;
+    - ``actions [T, E, H, A]`` (float, Box) or ``[T, E, H]`` (int64, Discrete);
+    - ``rewards [T, E, H]``;
+    - ``mask [T, E, H]``: 1.0 for steps that happened, 0.0 after the episode ended;
+    - ``terminated [T, E, H]`` (bool): this step ended the episode in a terminal state;
+    - ``truncated [T, E, H]`` (bool): this step ended it by the time limit (bootstrap from
+      ``last_obs``);
+    - ``last_obs [T, E, O]``: the observation after the episode's final step.
+    """
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    mask: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    last_obs: Tensor
+
+    @property
+    def num_tasks(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def episodes_per_task(self) -> int:
+        return self.rewards.shape[1]
+
+    @property
+    def horizon(self) -> int:
+        return self.rewards.shape[2]
+
+    @property
+    def lengths(self) -> Tensor:
+        """Steps in each episode: ``[T, E]``."""
+        return self.mask.sum(-1)
+
+    def returns(self) -> Tensor:
+        """Undiscounted return of each episode: ``[T, E]``."""
+        return (self.rewards * self.mask).sum(-1)
+
+    def num_steps(self) -> int:
+        """Environment steps taken (host sync: call once per iteration, not in a loop)."""
+        return int(self.mask.sum().item())
+
+    def to(self, device: torch.device | str) -> "Episodes":
+        return Episodes(*(x.to(device) for x in self))

@@ -1,0 +1,146 @@
+"""The inner loop: ``K`` policy-gradient steps from the meta-parameters, for all tasks at once.
+
+One function, :func:`adapt`, serves training and evaluation. Each step samples fresh episodes
+with the current per-task parameters, fits the baseline, and takes a REINFORCE step
+
+    theta'_t = theta_t - lr * grad L_t(theta_t),   L_t = -mean_valid[log pi(a|s) * A]
+
+for every task ``t`` in one backward pass: the per-task parameters are a ``[T, ...]`` expansion of
+the meta-parameters and the tasks' losses are independent, so the gradient of their sum with
+respect to the expanded parameters is each task's own gradient (``torch.func`` evaluates the
+batched policy; no per-task loop and no ``vmap`` of a gradient is needed).
+
+``lr`` is a float (MAML, Reptile) or a dict of per-element rates shaped like the parameters
+(Meta-SGD). With ``first_order=False`` the steps stay differentiable (``create_graph``), so the
+meta-gradient flows through them; the sampling distribution itself is not differentiated, as in
+the MAML paper.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from meta_rl.episodes import Episodes
+from meta_rl.policies import Params, Policy, batch_params
+from meta_rl.returns import compute_advantages
+from meta_rl.sampling import Sampler
+
+
+class ReturnsConfig(NamedTuple):
+    """How advantages are computed from episodes."""
+
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    normalize: bool = True
+
+
+class Adaptation(NamedTuple):
+    """Result of :func:`adapt`.
+
+    - ``params``: adapted per-task parameters ``[T, ...]`` (differentiable w.r.t. the
+      meta-parameters unless ``first_order``);
+    - ``episodes[k]``, ``advantages[k]``: the data of inner step ``k`` (``[T, E, H, ...]``),
+      sampled with the parameters before that step.
+    """
+
+    params: Params
+    episodes: list[Episodes]
+    advantages: list[Tensor]
+
+
+def inner_loss(policy: Policy, params: Params, episodes: Episodes, advantages: Tensor) -> Tensor:
+    """Per-task REINFORCE loss ``[T]``: minus the mean over valid steps of ``log pi * A``."""
+    d = policy.dist(params, episodes.obs)
+    logp = policy.log_prob(d, episodes.actions)
+    mask = episodes.mask
+    return -(logp * advantages * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
+
+
+def inner_step(
+    policy: Policy,
+    params: Params,
+    episodes: Episodes,
+    advantages: Tensor,
+    lr: float | Params,
+    first_order: bool,
+) -> Params:
+    """One policy-gradient step for every task: ``[T, ...]`` params in, ``[T, ...]`` out."""
+    detached = not any(p.requires_grad for p in params.values())  # evaluation: no meta-graph
+    with torch.enable_grad():
+        if detached:
+            params = {k: v.detach().requires_grad_() for k, v in params.items()}
+        names = [k for k, p in params.items() if p.requires_grad]
+        loss = inner_loss(policy, params, episodes, advantages).sum()
+        grads = torch.autograd.grad(
+            loss, [params[k] for k in names], create_graph=not first_order, allow_unused=True
+        )
+    new = dict(params)
+    for k, g in zip(names, grads):
+        if g is None:
+            continue
+        step = lr[k] * g if isinstance(lr, dict) else lr * g
+        new[k] = params[k] - step
+    return detach(new) if detached else new
+
+
+def adapt(
+    policy: Policy,
+    meta_params: Params,
+    tasks: list,
+    sampler: Sampler,
+    steps: int,
+    lr: float | Params,
+    seed: int,
+    first_order: bool = False,
+    returns: ReturnsConfig = ReturnsConfig(),
+) -> Adaptation:
+    """``steps`` inner policy-gradient steps from ``meta_params`` for each of ``tasks``.
+
+    Step ``k`` samples its episodes with seed ``seed + k``. Returns the adapted per-task
+    parameters and the data of every step.
+    """
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
+    params = batch_params(meta_params, len(tasks))
+    episodes, advantages = [], []
+    for k in range(steps):
+        ep = sampler.sample(tasks, {n: p.detach() for n, p in params.items()}, seed + k)
+        adv = compute_advantages(ep, returns.gamma, returns.gae_lambda, returns.normalize)
+        params = inner_step(policy, params, ep, adv, lr, first_order)
+        episodes.append(ep)
+        advantages.append(adv)
+    return Adaptation(params, episodes, advantages)
+
+
+def readapt(
+    policy: Policy,
+    meta_params: Params,
+    adaptation: Adaptation,
+    lr: float | Params,
+    first_order: bool,
+) -> Params:
+    """Repeat :func:`adapt`'s updates from new ``meta_params`` on the same episodes.
+
+    Used by TRPO's line search, which asks how a candidate meta-step changes the adapted policy
+    without resampling.
+    """
+    params = batch_params(meta_params, len(adaptation.params[next(iter(adaptation.params))]))
+    for ep, adv in zip(adaptation.episodes, adaptation.advantages):
+        params = inner_step(policy, params, ep, adv, lr, first_order)
+    return params
+
+
+def first_episodes(adaptation: Adaptation, keep: int) -> Adaptation:
+    """The same adaptation data restricted to the first ``keep`` episodes of every task."""
+    return Adaptation(
+        adaptation.params,
+        [Episodes(*(x[:, :keep] for x in ep)) for ep in adaptation.episodes],
+        [adv[:, :keep] for adv in adaptation.advantages],
+    )
+
+
+def detach(params: Params) -> Params:
+    return {k: v.detach() for k, v in params.items()}

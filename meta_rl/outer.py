@@ -1,0 +1,235 @@
+"""Outer optimisers for gradient-based meta-learners (MAML, Meta-SGD).
+
+Both work on a :class:`MetaObjective`: the post-adaptation surrogate loss and mean KL as functions
+of the meta-parameters (the initial policy parameters, plus Meta-SGD's learning rates).
+
+- :class:`AdamOuter`: one Adam step on the surrogate's meta-gradient.
+- :class:`TRPOOuter`: the MAML paper's outer step. Conjugate gradient solves ``H x = g`` with
+  ``H`` the Hessian of the mean KL through the inner loop, then a backtracking line search keeps
+  the mean KL within ``max_kl`` and requires the surrogate to improve.
+
+Curvature products. At the old meta-parameters the KL's gradient w.r.t. the adapted parameters is
+zero, so its Hessian w.r.t. the meta-parameters is exactly ``J^T F J``: ``J`` the Jacobian of the
+map meta-parameters -> policy outputs on the validation states (through the inner loop), ``F`` the
+closed-form Fisher of the adapted policy's distribution. We build ``J^T u`` once per iteration
+with ``create_graph`` (a "linearisation" that every CG iteration reuses), obtain ``J v`` by
+differentiating that linear map w.r.t. ``u``, and apply ``F`` analytically. Products can use a
+subsample of the validation episodes (``fisher_fraction``); the line search always checks the
+exact KL on all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from meta_rl.policies import Dist
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient became NaN or infinite."""
+
+
+def flat(tensors: list[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflat(vector: Tensor, like: list[Tensor]) -> list[Tensor]:
+    out, i = [], 0
+    for t in like:
+        out.append(vector[i : i + t.numel()].view_as(t))
+        i += t.numel()
+    return out
+
+
+def conjugate_gradient(
+    avp: Callable[[Tensor], Tensor],
+    b: Tensor,
+    iters: int,
+    x0: Tensor | None = None,
+    tol: float = 1e-10,
+) -> tuple[Tensor, float]:
+    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``A v``.
+
+    Starts from ``x0`` when given (warm start). Returns ``x`` and the final residual norm.
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b.clone() if x0 is None else b - avp(x)
+    p = r.clone()
+    rr = torch.dot(r, r)
+    for _ in range(iters):
+        if rr <= tol:
+            break
+        ap = avp(p)
+        alpha = rr / torch.dot(p, ap)
+        x += alpha * p
+        r -= alpha * ap
+        rr_new = torch.dot(r, r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x, float(rr.sqrt())
+
+
+class MetaObjective:
+    """Post-adaptation surrogate and KL of one meta-batch, as functions of the meta-parameters.
+
+    ``adapted``: per-task adapted parameters with their graph to ``meta`` (the list of
+    meta-parameter tensors); ``readapt(meta_values, keep, graph)`` recomputes them from the first
+    ``keep`` inner-loop episodes of each task (all when ``None``), with a graph to
+    ``meta_values`` when ``graph``. ``valid``/``valid_adv``: episodes sampled with the adapted policy and their
+    advantages. The surrogate is ``-mean_t mean_valid[ratio * A]``, the ratio taken against the
+    adapted policy that sampled ``valid``.
+    """
+
+    def __init__(self, policy, meta: list[Tensor], adapted, readapt, valid, valid_adv):
+        self.policy, self.meta, self.adapted, self.readapt = policy, meta, adapted, readapt
+        self.valid, self.adv = valid, valid_adv
+        mask = valid.mask
+        self.weights = mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
+        with torch.no_grad():
+            d = policy.dist({k: v.detach() for k, v in adapted.items()}, valid.obs)
+            self.old = Dist(d.loc.detach(), None if d.log_std is None else d.log_std.detach())
+            self.old_logp = policy.log_prob(self.old, valid.actions)
+
+    def loss_kl(self, params) -> tuple[Tensor, Tensor]:
+        d = self.policy.dist(params, self.valid.obs)
+        ratio = torch.exp(self.policy.log_prob(d, self.valid.actions) - self.old_logp)
+        loss = -(ratio * self.adv * self.weights).sum()
+        kl = (self.policy.kl(self.old, d) * self.weights).sum()
+        return loss, kl
+
+    def at(self, meta_values: list[Tensor]) -> tuple[float, float]:
+        """Surrogate and KL after re-adapting from ``meta_values`` (no outer graph)."""
+        params = {k: v.detach() for k, v in self.readapt(meta_values, None, False).items()}
+        with torch.no_grad():
+            loss, kl = self.loss_kl(params)
+        return float(loss), float(kl)
+
+    def fisher_hvp(self, fraction: float, damping: float) -> Callable[[Tensor], Tensor]:
+        """``v -> (J^T F J + damping I) v``, the mean KL's Hessian at the old meta-parameters.
+
+        With ``fraction < 1`` both ``J`` (through the inner loop) and ``F`` are estimated on the
+        first ``ceil(fraction * E)`` episodes of each task, which cuts the cost of every product
+        by about that fraction.
+        """
+        E = self.valid.episodes_per_task
+        keep = max(1, math.ceil(fraction * E))
+        obs = self.valid.obs[:, :keep]
+        mask = self.valid.mask[:, :keep]
+        weights = mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
+        adapted = self.adapted if keep == E else self.readapt(self.meta, keep, True)
+        d = self.policy.dist(adapted, obs)
+        outputs = [t for t in d if t is not None]
+        old = Dist(*(None if t is None else t.detach() for t in d))
+        dummies = [torch.zeros_like(t, requires_grad=True) for t in outputs]
+        jtu = torch.autograd.grad(
+            outputs, self.meta, dummies, create_graph=True, materialize_grads=True
+        )
+
+        def hvp(v: Tensor) -> Tensor:
+            jv = torch.autograd.grad(jtu, dummies, unflat(v, self.meta), retain_graph=True)
+            tangent = Dist(jv[0], jv[1] if len(jv) > 1 else None)
+            fjv = self.policy.fisher_product(old, tangent, weights)
+            fjv = [t for t in fjv if t is not None]
+            out = torch.autograd.grad(
+                outputs, self.meta, fjv, retain_graph=True, materialize_grads=True
+            )
+            return flat(out) + damping * v
+
+        return hvp
+
+
+class AdamOuter:
+    """Adam on the surrogate's meta-gradient, optionally clipped to ``max_grad_norm``."""
+
+    def __init__(self, meta: list[Tensor], lr: float, max_grad_norm: float | None = None):
+        self.meta = meta
+        self.opt = torch.optim.Adam(meta, lr=lr)
+        self.max_grad_norm = max_grad_norm
+
+    def step(self, objective: MetaObjective) -> dict[str, float]:
+        loss, kl = objective.loss_kl(objective.adapted)
+        self.opt.zero_grad(set_to_none=True)
+        grads = torch.autograd.grad(loss, self.meta)
+        gnorm = float(flat(list(grads)).norm())
+        if not (math.isfinite(float(loss)) and math.isfinite(gnorm)):
+            raise NonFiniteError(f"outer loss {float(loss)} or gradient norm {gnorm} is not finite")
+        for p, g in zip(self.meta, grads):
+            p.grad = g
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.meta, self.max_grad_norm)
+        self.opt.step()
+        return {"outer_loss": float(loss), "grad_norm": gnorm}
+
+    def state_dict(self):
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state):
+        self.opt.load_state_dict(state)
+
+
+class TRPOOuter:
+    """The MAML paper's TRPO meta-step: natural gradient by CG, then a KL-bounded line search."""
+
+    def __init__(
+        self,
+        meta: list[Tensor],
+        max_kl: float = 1e-2,
+        cg_iters: int = 10,
+        cg_damping: float = 1e-5,
+        ls_max_steps: int = 15,
+        ls_backtrack: float = 0.8,
+        fisher_fraction: float = 1.0,
+        warm_start: bool = False,
+    ):
+        self.meta = meta
+        self.max_kl, self.cg_iters, self.cg_damping = max_kl, cg_iters, cg_damping
+        self.ls_max_steps, self.ls_backtrack = ls_max_steps, ls_backtrack
+        self.fisher_fraction, self.warm_start = fisher_fraction, warm_start
+        self._last_dir: Tensor | None = None
+
+    def step(self, objective: MetaObjective) -> dict[str, float]:
+        loss, _ = objective.loss_kl(objective.adapted)
+        grads = torch.autograd.grad(loss, self.meta, retain_graph=True)
+        g = flat(list(grads)).detach()
+        loss0, gnorm = float(loss.detach()), float(g.norm())
+        if not (math.isfinite(loss0) and math.isfinite(gnorm)):
+            raise NonFiniteError(f"outer loss {loss0} or gradient norm {gnorm} is not finite")
+        hvp = objective.fisher_hvp(self.fisher_fraction, self.cg_damping)
+        x0 = self._last_dir if (self.warm_start and self._last_dir is not None) else None
+        stepdir, residual = conjugate_gradient(hvp, g, self.cg_iters, x0)
+        shs = 0.5 * float(torch.dot(stepdir, hvp(stepdir)))
+        if not (math.isfinite(shs) and shs > 0):
+            raise NonFiniteError(f"TRPO curvature s^T H s = {2 * shs} is not positive and finite")
+        self._last_dir = stepdir
+        full_step = stepdir * math.sqrt(self.max_kl / shs)
+        old = [p.detach().clone() for p in self.meta]
+        step_frac, kl, new_loss, accepted = 1.0, float("nan"), loss0, False
+        for _ in range(self.ls_max_steps):
+            candidate = [o - s for o, s in zip(old, unflat(step_frac * full_step, old))]
+            new_loss, kl = objective.at(candidate)
+            if math.isfinite(new_loss) and new_loss < loss0 and kl <= self.max_kl:
+                accepted = True
+                break
+            step_frac *= self.ls_backtrack
+        with torch.no_grad():
+            for p, o, c in zip(self.meta, old, candidate):
+                p.copy_(c if accepted else o)
+        return {
+            "outer_loss": loss0,
+            "outer_loss_after": new_loss if accepted else loss0,
+            "grad_norm": gnorm,
+            "kl": kl if accepted else 0.0,
+            "step_size": step_frac if accepted else 0.0,
+            "cg_residual": residual,
+            "line_search_accepted": float(accepted),
+        }
+
+    def state_dict(self):
+        return {"last_dir": self._last_dir}
+
+    def load_state_dict(self, state):
+        self._last_dir = state.get("last_dir")

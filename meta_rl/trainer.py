@@ -1,0 +1,206 @@
+"""The training loop: meta-iterations, metrics, TensorBoard, checkpoints, resume, Ctrl-C, NaNs.
+
+A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON object
+per iteration), TensorBoard event files and ``checkpoint.pt``.
+
+All randomness of iteration ``i`` comes from ``(config.seed, i)``: the tasks, the sampling seeds.
+So a run stopped after iteration ``i`` and resumed computes exactly what an uninterrupted run
+computes (on CPU), and its ``metrics.jsonl`` matches line for line except for ``wall_s``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+import envs
+from meta_rl.algorithms import MetaLearner, make_learner
+from meta_rl.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from meta_rl.config import TrainConfig
+from meta_rl.outer import NonFiniteError
+from meta_rl.policies import Policy, make_policy
+from meta_rl.sampling import Sampler, make_sampler
+
+
+class TrainingError(RuntimeError):
+    """Training stopped (non-finite values); the last good checkpoint is kept."""
+
+
+@dataclass
+class Setup:
+    """Everything built from a config: the family, policy, sampler and meta-learner."""
+
+    config: TrainConfig
+    family: envs.TaskFamily
+    policy: Policy
+    sampler: Sampler
+    learner: MetaLearner
+    device: torch.device
+
+    def close(self) -> None:
+        self.sampler.close()
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """A well-mixed 31-bit seed for iteration ``iteration`` of a run seeded ``seed``."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] >> 1)
+
+
+def build(config: TrainConfig, device: torch.device | None = None) -> Setup:
+    """Build family, policy (initialised from ``config.seed``), sampler and learner."""
+    device = device or config.resolved_device()
+    family = envs.make(config.env, **config.env_kwargs)
+    policy = make_policy(
+        family.observation_space, family.action_space, config.hidden, config.activation,
+        config.init_std,
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    params = {k: v.to(device) for k, v in policy.init_params(gen).items()}
+    policy.to(device)
+    sampler = make_sampler(family, policy, config.episodes, device, config.num_workers)
+    learner = make_learner(config.algo, policy, sampler, config.algo_config, params)
+    return Setup(config, family, policy, sampler, learner, device)
+
+
+class Trainer:
+    """Runs meta-iterations for ``config`` and writes the run directory ``out``.
+
+    ``callbacks`` receive each iteration's metrics dict (the console report is one).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: str | Path | None = None,
+        callbacks: list[Callable[[dict], None]] | None = None,
+    ):
+        self.config = config
+        self.out = Path(out) if out is not None else None
+        self.callbacks = list(callbacks or [])
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.setup = build(config)
+        self.iteration = 0
+        self.totals = {"env_steps": 0, "wall_s": 0.0}
+        self._writer = None
+
+    @classmethod
+    def resume(cls, out: str | Path, callbacks=None, iterations: int | None = None) -> "Trainer":
+        """Continue the run in ``out`` from its checkpoint (optionally to more iterations)."""
+        state = load_checkpoint(Path(out) / CHECKPOINT)
+        config = TrainConfig.from_dict(state["config"])
+        if iterations is not None:
+            config = TrainConfig.from_dict({"iterations": iterations}, base=config)
+        trainer = cls(config, out, callbacks)
+        trainer.setup.learner.load_state_dict(state["learner"])
+        trainer.iteration = state["iteration"]
+        trainer.totals = dict(state["totals"])
+        torch.set_rng_state(state["rng"])
+        trainer._truncate_metrics()
+        return trainer
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> list[dict]:
+        """Run until ``config.iterations``; returns this call's metrics.
+
+        Ctrl-C writes a checkpoint of the last completed iteration and re-raises. Non-finite
+        values restore the last good state, checkpoint it, and raise :class:`TrainingError`.
+        """
+        c = self.config
+        learner, family = self.setup.learner, self.setup.family
+        history: list[dict] = []
+        self._prepare_dir()
+        try:
+            while self.iteration < c.iterations:
+                i = self.iteration
+                seed = iteration_seed(c.seed, i)
+                tasks = family.sample_tasks(c.meta_batch, seed=seed)
+                good = copy.deepcopy(learner.state_dict())
+                start = time.perf_counter()
+                try:
+                    metrics = learner.meta_step(tasks, seed)
+                except NonFiniteError as exc:
+                    learner.load_state_dict(good)
+                    self._checkpoint()
+                    raise TrainingError(
+                        f"training stopped at iteration {i + 1}: {exc}. The last good state "
+                        f"(iteration {i}) is in the checkpoint; try a smaller learning rate or max_kl."
+                    ) from None
+                self.totals["wall_s"] += time.perf_counter() - start
+                self.totals["env_steps"] += metrics["env_steps"]
+                self.iteration += 1
+                record = {
+                    "iteration": self.iteration,
+                    "pre_adapt_return": metrics.pop("pre_adapt_return"),
+                    "post_adapt_return": metrics.pop("post_adapt_return"),
+                    "env_steps": self.totals["env_steps"],
+                    "wall_s": round(self.totals["wall_s"], 4),
+                    **{k: v for k, v in metrics.items() if k != "env_steps"},
+                }
+                record["adaptation_gain"] = record["post_adapt_return"] - record["pre_adapt_return"]
+                history.append(record)
+                self._log(record)
+                if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
+                    self._checkpoint()
+        except KeyboardInterrupt:
+            self._checkpoint()
+            raise
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        return history
+
+    def close(self) -> None:
+        self.setup.close()
+
+    # -- run directory --------------------------------------------------------------------------
+    def _prepare_dir(self) -> None:
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "config.yaml", "w") as f:
+            yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.iteration + 1)
+
+    def _log(self, record: dict) -> None:
+        if self.out is not None:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            for key, value in record.items():
+                if key != "iteration" and isinstance(value, (int, float)):
+                    self._writer.add_scalar(f"meta/{key}", value, record["iteration"])
+        for cb in self.callbacks:
+            cb(record)
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines past the checkpoint (iterations that will be recomputed)."""
+        path = self.out / "metrics.jsonl" if self.out else None
+        if path is None or not path.exists():
+            return
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        keep = [ln for ln in lines if json.loads(ln)["iteration"] <= self.iteration]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    def state(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "iteration": self.iteration,
+            "learner": self.setup.learner.state_dict(),
+            "totals": dict(self.totals),
+            "rng": torch.get_rng_state(),
+        }
+
+    def _checkpoint(self) -> None:
+        if self.out is not None:
+            save_checkpoint(self.out / CHECKPOINT, self.state())

@@ -1,0 +1,172 @@
+"""A Gymnasium vector env in which every sub-env has its own task, stepped in worker processes.
+
+Gymnasium's ``AsyncVectorEnv`` runs one process per sub-env. A meta-batch has ``T x E`` sub-envs
+(800 for 40 HalfCheetah tasks x 20 episodes), so here each of ``W`` workers holds a contiguous
+slice of sub-envs and steps its whole slice per message: one round trip per step per worker,
+whatever ``T x E`` is. Workers run one thread each (torch and BLAS), so that they and the main
+process's policy do not fight over cores.
+
+Episodes do not auto-reset: a sub-env that terminated or was truncated is not stepped again until
+the next ``reset``; it reports its final observation, reward 0 and the flag that ended it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector.utils import batch_space
+
+from envs import TaskFamily
+
+
+def _worker(conn, family: TaskFamily) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    envs: list[gym.Env] = []
+    done = np.zeros(0, dtype=bool)
+    last: list[Any] = []
+    try:
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "set_tasks":
+                for i, task in enumerate(arg):
+                    if i < len(envs) and hasattr(envs[i].unwrapped, "set_task"):
+                        envs[i].unwrapped.set_task(task)
+                    elif i < len(envs):
+                        envs[i].close()
+                        envs[i] = family.make_env(task)
+                    else:
+                        envs.append(family.make_env(task))
+                for env in envs[len(arg):]:
+                    env.close()
+                del envs[len(arg):]
+                conn.send(("ok", None))
+            elif cmd == "reset":
+                obs = [env.reset(seed=s)[0] for env, s in zip(envs, arg)]
+                done = np.zeros(len(envs), dtype=bool)
+                last = obs
+                conn.send(("ok", np.stack(obs)))
+            elif cmd == "step":
+                n = len(envs)
+                rew = np.zeros(n, np.float64)
+                term = np.zeros(n, bool)
+                trunc = np.zeros(n, bool)
+                for i in range(n):
+                    if done[i]:
+                        continue
+                    last[i], rew[i], term[i], trunc[i], _ = envs[i].step(arg[i])
+                    done[i] = term[i] or trunc[i]
+                conn.send(("ok", (np.stack(last), rew, term, trunc)))
+            elif cmd == "close":
+                for env in envs:
+                    env.close()
+                conn.send(("ok", None))
+                return
+    except (KeyboardInterrupt, EOFError):
+        return
+    except Exception as exc:  # report to the parent instead of dying silently
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+
+
+class TaskVectorEnv(gym.vector.VectorEnv):
+    """``N`` Gymnasium envs of one family, sub-env ``i`` on ``tasks[i]``, in ``W`` processes.
+
+    Call :meth:`set_tasks` first (it fixes ``num_envs``), then ``reset(seed)`` (sub-env ``i`` is
+    seeded with ``seed + i``) and ``step(actions [N, ...])``.
+    """
+
+    metadata = {"autoreset_mode": None}
+
+    def __init__(self, family: TaskFamily, num_workers: int | None = None):
+        if num_workers is None:
+            num_workers = os.cpu_count() or 1
+        if not isinstance(num_workers, int) or num_workers <= 0:
+            raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
+        self.family = family
+        self.num_workers = num_workers
+        self.single_observation_space = family.observation_space
+        self.single_action_space = family.action_space
+        self.num_envs = 0
+        self._procs: list = []
+        self._conns: list = []
+        self._slices: list[slice] = []
+        self._closed = False
+
+    def _start(self, workers: int) -> None:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        for _ in range(workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, self.family), daemon=True)
+            proc.start()
+            child.close()
+            self._procs.append(proc)
+            self._conns.append(parent)
+
+    def _call(self, messages: list[tuple[str, Any]]) -> list[Any]:
+        for conn, msg in zip(self._conns, messages):
+            conn.send(msg)
+        out = []
+        for conn in self._conns[: len(messages)]:
+            status, value = conn.recv()
+            if status == "error":
+                raise RuntimeError(f"a {self.family.name} worker failed: {value}")
+            out.append(value)
+        return out
+
+    def set_tasks(self, tasks: list) -> None:
+        """Give sub-env ``i`` the task ``tasks[i]`` (envs are reused; tasks switched in place)."""
+        if self._closed:
+            raise RuntimeError("TaskVectorEnv is closed")
+        tasks = [self.family.check_task(t) for t in tasks]
+        n = TaskFamily.check_count(len(tasks), "number of tasks")
+        workers = min(self.num_workers, n)
+        if len(self._procs) < workers:
+            self._start(workers - len(self._procs))
+        bounds = np.linspace(0, n, len(self._procs) + 1).round().astype(int)
+        self._slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        self._call([("set_tasks", tasks[s]) for s in self._slices])
+        self.num_envs = n
+        self.observation_space = batch_space(self.single_observation_space, n)
+        self.action_space = batch_space(self.single_action_space, n)
+
+    def reset(self, *, seed: int | None = None, options=None):
+        if not self.num_envs:
+            raise RuntimeError("call set_tasks before reset")
+        seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        obs = self._call([("reset", seeds[s]) for s in self._slices])
+        return np.concatenate(obs).astype(np.float32, copy=False), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        if actions.shape[0] != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} actions, got array of shape {actions.shape}")
+        parts = self._call([("step", actions[s]) for s in self._slices])
+        obs, rew, term, trunc = (np.concatenate(x) for x in zip(*parts))
+        return obs.astype(np.float32, copy=False), rew, term, trunc, {}
+
+    def close_extras(self, **kwargs) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for conn in self._conns:
+            try:
+                conn.send(("close", None))
+                conn.recv()
+            except (OSError, EOFError, BrokenPipeError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+    def __del__(self):
+        try:
+            self.close_extras()
+        except Exception:
+            pass
