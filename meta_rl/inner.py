@@ -127,7 +127,11 @@ def readapt(
     Used by TRPO's line search, which asks how a candidate meta-step changes the adapted policy
     without resampling.
     """
-    params = batch_params(meta_params, len(adaptation.params[next(iter(adaptation.params))]))
+    if adaptation.episodes:
+        num_tasks = adaptation.episodes[0].num_tasks
+    else:
+        num_tasks = next(iter(adaptation.params.values())).shape[0]
+    params = batch_params(meta_params, num_tasks)
     for ep, adv in zip(adaptation.episodes, adaptation.advantages):
         params = inner_step(policy, params, ep, adv, lr, first_order)
     return params

@@ -198,6 +198,9 @@ class TRPOOuter:
         loss0, gnorm = float(loss.detach()), float(g.norm())
         if not (math.isfinite(loss0) and math.isfinite(gnorm)):
             raise NonFiniteError(f"outer loss {loss0} or gradient norm {gnorm} is not finite")
+        if gnorm == 0.0:  # nothing to follow (e.g. all advantages zero): no step
+            return {"outer_loss": loss0, "outer_loss_after": loss0, "grad_norm": 0.0, "kl": 0.0,
+                    "step_size": 0.0, "cg_residual": 0.0, "line_search_accepted": 0.0}
         hvp = objective.fisher_hvp(self.fisher_fraction, self.cg_damping)
         x0 = self._last_dir if (self.warm_start and self._last_dir is not None) else None
         stepdir, residual = conjugate_gradient(hvp, g, self.cg_iters, x0)
