@@ -44,8 +44,8 @@ class TrainConfig:
     """first-order meta-gradient (no second derivatives through the inner loop)"""
     hidden: tuple[int, ...] = (100, 100)
     """hidden layer sizes of the policy MLP"""
-    activation: str = "tanh"
-    """hidden activation: tanh or relu"""
+    activation: str = "relu"
+    """hidden activation: relu (the MAML paper's; torch's CPU relu is ~10x cheaper than tanh) or tanh"""
     init_std: float = 1.0
     """initial standard deviation of the Gaussian policy"""
     gamma: float = 0.99

@@ -107,7 +107,7 @@ class GaussianMLPPolicy(MLPPolicy):
 
     discrete = False
 
-    def __init__(self, obs_dim, act_dim, hidden=(100, 100), activation="tanh", init_std=1.0):
+    def __init__(self, obs_dim, act_dim, hidden=(100, 100), activation="relu", init_std=1.0):
         super().__init__(obs_dim, act_dim, hidden, activation)
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std!r}")
@@ -164,7 +164,7 @@ class CategoricalMLPPolicy(MLPPolicy):
 
     discrete = True
 
-    def __init__(self, obs_dim, n_actions, hidden=(100, 100), activation="tanh"):
+    def __init__(self, obs_dim, n_actions, hidden=(100, 100), activation="relu"):
         super().__init__(obs_dim, n_actions, hidden, activation)
         self.n_actions = n_actions
 
@@ -206,7 +206,7 @@ def make_policy(
     observation_space: gym.spaces.Space,
     action_space: gym.spaces.Space,
     hidden: tuple[int, ...] = (100, 100),
-    activation: str = "tanh",
+    activation: str = "relu",
     init_std: float = 1.0,
 ) -> Policy:
     """The policy that fits ``action_space``: Gaussian for ``Box``, categorical for ``Discrete``."""

@@ -15,9 +15,9 @@ T, E, H, O, A = 2, 3, 5, 3, 2
 def make_problem(steps: int, discrete=False, seed=0):
     torch.manual_seed(seed)
     if discrete:
-        policy = CategoricalMLPPolicy(O, 3, hidden=(5,)).double()
+        policy = CategoricalMLPPolicy(O, 3, hidden=(5,), activation="tanh").double()
     else:
-        policy = GaussianMLPPolicy(O, A, hidden=(5,), init_std=0.7).double()
+        policy = GaussianMLPPolicy(O, A, hidden=(5,), activation="tanh", init_std=0.7).double()
     params = {k: v.detach().clone().double() for k, v in policy.named_parameters()}
     n_act = 3 if discrete else A
     eps = [synthetic_episodes(T, E, H, O, n_act, discrete, seed=seed + k) for k in range(steps + 1)]
