@@ -1,0 +1,158 @@
+"""The task-family contract every family (built-in or a user's own) implements.
+
+A *task family* is a distribution over tasks that share observation and action spaces but differ
+in a goal or in their dynamics. A family
+
+- samples tasks reproducibly: ``sample_tasks(n, seed) -> list[Task]``;
+- builds one ordinary Gymnasium env for one task: ``make_env(task) -> gymnasium.Env``;
+- optionally builds a torch-native batched env that steps ``T`` tasks x ``E`` copies in one tensor
+  operation: ``make_batched(tasks, envs_per_task, device) -> BatchedEnv``.
+
+A ``Task`` is a frozen dataclass of what varies. It compares equal by value and round-trips
+through JSON (``task.to_json()`` / ``family.task_from_json(d)``).
+
+Shapes: ``T`` tasks, ``E`` envs per task, ``O`` observation size, ``A`` action size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """Base class of a family's task record: a frozen dataclass of plain floats/ints.
+
+    Subclasses add fields (``goal_x: float``...). ``family`` names the family that made it, so
+    that a task handed to the wrong family is caught.
+    """
+
+    family: ClassVar[str] = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict, ``{"family": name, <field>: value, ...}``."""
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+
+class BatchedEnv(ABC):
+    """``T x E`` copies of a family's env, stepped together with tensors on one device.
+
+    Contract (checked by ``envs.check_family``):
+
+    - ``reset(seed) -> obs [T, E, O]`` (float32 on ``device``). Same seed, same observations.
+    - ``step(actions) -> (obs [T, E, O], reward [T, E], terminated [T, E], truncated [T, E])``;
+      ``actions`` is float ``[T, E, A]`` for a Box action space, integer ``[T, E]`` for Discrete,
+      on ``device``. ``terminated`` and ``truncated`` are bool tensors and never both true;
+      ``truncated`` becomes true when ``horizon`` steps have been taken.
+    - No auto-reset: once a copy has terminated or been truncated, callers ignore its outputs
+      (the sampler masks them). Stepping it further is allowed and stays finite.
+    - No Python loop over tasks or envs; no host synchronisation inside ``step``.
+    """
+
+    num_tasks: int
+    envs_per_task: int
+    horizon: int
+    device: torch.device
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Space
+
+    @abstractmethod
+    def reset(self, seed: int | None = None) -> torch.Tensor: ...
+
+    @abstractmethod
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+class TaskFamily(ABC):
+    """A distribution over tasks. Subclass it, set ``name`` and ``task_type``, implement the rest.
+
+    Subclasses document, as Gymnasium's classic-control envs do: observation and action spaces,
+    what varies and its range, the reward formula, the horizon and the termination rule.
+    """
+
+    name: ClassVar[str] = ""
+    task_type: ClassVar[type[Task]] = Task
+    #: what varies, one line, shown by ``meta-rl envs``
+    varies: ClassVar[str] = ""
+    #: default episode length
+    default_horizon: ClassVar[int] = 100
+
+    def __init__(self, horizon: int | None = None):
+        horizon = self.default_horizon if horizon is None else horizon
+        if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon <= 0:
+            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        self.horizon = horizon
+
+    # -- the contract -------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def observation_space(self) -> gym.spaces.Box: ...
+
+    @property
+    @abstractmethod
+    def action_space(self) -> gym.spaces.Space: ...
+
+    @abstractmethod
+    def sample_tasks(self, n: int, seed: int) -> list[Task]:
+        """``n`` tasks drawn from the family's distribution; the same seed gives the same tasks."""
+
+    @abstractmethod
+    def make_env(self, task: Task) -> gym.Env:
+        """One Gymnasium env for ``task``, truncated after ``self.horizon`` steps."""
+
+    def make_batched(
+        self, tasks: list[Task], envs_per_task: int, device: str | torch.device = "cpu"
+    ) -> BatchedEnv:
+        """A torch-native env stepping ``len(tasks) x envs_per_task`` copies at once.
+
+        Families whose dynamics are too costly to write in torch leave this out; samplers then
+        use Gymnasium vector envs over ``make_env``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no batched env")
+
+    # -- shared helpers -----------------------------------------------------------------------
+    @property
+    def batched(self) -> bool:
+        """Whether this family overrides ``make_batched``."""
+        return type(self).make_batched is not TaskFamily.make_batched
+
+    def task_from_json(self, data: dict[str, Any]) -> Task:
+        """Rebuild a task from ``Task.to_json`` output, checking that it belongs here."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a task must be a JSON object, got {data!r}")
+        data = dict(data)
+        family = data.pop("family", self.name)
+        if family != self.name:
+            raise ValueError(f"task belongs to family {family!r}, not {self.name!r}")
+        fields = {f.name for f in dataclasses.fields(self.task_type)}
+        if set(data) != fields:
+            raise ValueError(
+                f"a {self.name} task needs exactly the fields {sorted(fields)}, got {sorted(data)}"
+            )
+        return self.task_type(**data)
+
+    def check_task(self, task: Any) -> Task:
+        """Return ``task`` if it is one of this family's tasks, else raise a ``ValueError``."""
+        if not isinstance(task, self.task_type):
+            raise ValueError(
+                f"{self.name} expects a {self.task_type.__name__} (from {self.name}.sample_tasks), "
+                f"got {type(task).__name__}: {task!r}"
+            )
+        return task
+
+    @staticmethod
+    def check_count(n: Any, what: str = "n") -> int:
+        """Validate a positive task/env count."""
+        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+            raise ValueError(f"{what} must be a positive int, got {n!r}")
+        return n
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(horizon={self.horizon})"
