@@ -154,5 +154,12 @@ class TaskFamily(ABC):
             raise ValueError(f"{what} must be a positive int, got {n!r}")
         return n
 
+    @staticmethod
+    def check_seed(seed: Any) -> int:
+        """Validate a ``sample_tasks`` seed: a non-negative int (``None`` would not reproduce)."""
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        return seed
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(horizon={self.horizon})"

@@ -1,0 +1,118 @@
+"""Navigation2D: a point in the plane walks to a goal that varies per task (the MAML paper's 2D
+navigation). Batched in torch; the Gymnasium env is a view of the batched code."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.base import BatchedEnv, Task, TaskFamily
+from envs.batched import BatchedEnvView, check_actions, check_tasks, resolve_device, truncation
+
+
+@dataclasses.dataclass(frozen=True)
+class NavigationTask(Task):
+    """The goal position of a :class:`Navigation2D` task."""
+
+    family: ClassVar[str] = "Navigation2D"
+    goal_x: float
+    goal_y: float
+
+
+class Navigation2D(TaskFamily):
+    """A point starts at the origin and must reach a goal in the plane.
+
+    ## Observation space
+    ``Box(-inf, inf, (2,), float32)``: the point's position ``(x, y)``.
+
+    ## Action space
+    ``Box(-0.1, 0.1, (2,), float32)``: a displacement. Actions outside the box (a Gaussian
+    policy's samples) are clipped to it by the env.
+
+    ## What varies
+    The goal, ``(goal_x, goal_y) ~ U[-0.5, 0.5]^2``.
+
+    ## Dynamics and reward
+    ``pos' = pos + clip(action, -0.1, 0.1)``; ``reward = -||pos' - goal||_2``.
+
+    ## Episode end
+    Starts at ``(0, 0)`` (no randomness). Terminates when ``||pos' - goal|| < 0.01``; truncated
+    after ``horizon`` steps (default 100) when not terminated.
+    """
+
+    name: ClassVar[str] = "Navigation2D"
+    task_type: ClassVar[type[Task]] = NavigationTask
+    varies: ClassVar[str] = "goal ~ U[-0.5, 0.5]^2"
+    default_horizon: ClassVar[int] = 100
+
+    #: half-width of the action box
+    max_step: ClassVar[float] = 0.1
+    #: half-width of the goal box
+    goal_range: ClassVar[float] = 0.5
+    #: distance to the goal that ends an episode
+    goal_radius: ClassVar[float] = 0.01
+
+    @property
+    def observation_space(self) -> gym.spaces.Box:
+        return gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+    @property
+    def action_space(self) -> gym.spaces.Box:
+        return gym.spaces.Box(-self.max_step, self.max_step, (2,), np.float32)
+
+    def sample_tasks(self, n: int, seed: int) -> list[NavigationTask]:
+        n = self.check_count(n)
+        rng = np.random.default_rng(self.check_seed(seed))
+        goals = rng.uniform(-self.goal_range, self.goal_range, (n, 2))
+        return [NavigationTask(float(x), float(y)) for x, y in goals]
+
+    def make_env(self, task: NavigationTask) -> gym.Env:
+        return BatchedEnvView(self, task)
+
+    def make_batched(
+        self, tasks: list[NavigationTask], envs_per_task: int, device: str | torch.device = "cpu"
+    ) -> "NavigationBatched":
+        tasks = check_tasks(self, tasks)
+        envs_per_task = self.check_count(envs_per_task, "envs_per_task")
+        return NavigationBatched(self, tasks, envs_per_task, resolve_device(device))
+
+
+class NavigationBatched(BatchedEnv):
+    """``T x E`` Navigation2D points; state is the position ``[T, E, 2]`` (see :class:`Navigation2D`)."""
+
+    def __init__(
+        self, family: Navigation2D, tasks: list[NavigationTask], envs_per_task: int,
+        device: torch.device,
+    ):
+        self.num_tasks, self.envs_per_task = len(tasks), envs_per_task
+        self.horizon, self.device = family.horizon, device
+        self.observation_space, self.action_space = family.observation_space, family.action_space
+        self._max_step, self._radius = family.max_step, family.goal_radius
+        goals = [[task.goal_x, task.goal_y] for task in tasks]
+        self.goals = torch.tensor(goals, dtype=torch.float32, device=device).view(-1, 1, 2)
+        self._action_shape = (self.num_tasks, envs_per_task, 2)
+        self._pos: torch.Tensor | None = None
+        self._steps = 0
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        self._pos = torch.zeros(self._action_shape, dtype=torch.float32, device=self.device)
+        self._steps = 0
+        return self._pos.clone()
+
+    def step(self, actions: torch.Tensor):
+        check_actions(actions, self._action_shape, self.device, discrete=False)
+        if self._pos is None:
+            raise RuntimeError("call reset() before step()")
+        if actions.dtype != torch.float32:
+            actions = actions.float()
+        pos = actions.clamp(-self._max_step, self._max_step).add_(self._pos)
+        self._pos = pos
+        diff = pos - self.goals
+        dist = torch.hypot(diff[..., 0], diff[..., 1])
+        self._steps += 1
+        terminated = dist < self._radius
+        return pos.clone(), dist.neg_(), terminated, truncation(terminated, self._steps, self.horizon)
