@@ -55,7 +55,8 @@ class TrainConfig:
     normalize_advantages: bool = True
     """standardise advantages per task"""
     outer_lr: float | None = None
-    """Adam's learning rate (default 1e-3), or Reptile's epsilon with sgd (default 0.1)"""
+    """Adam's learning rate (default 1e-3), or Reptile's epsilon with sgd (default 1.0, the
+    Reptile paper's initial outer step size)"""
     max_grad_norm: float | None = None
     """clip the outer gradient to this norm (Adam)"""
     max_kl: float = 1e-2
@@ -146,7 +147,7 @@ class TrainConfig:
 
     @property
     def algo_config(self) -> AlgoConfig:
-        default_lr = 0.1 if (self.algo == "reptile" and self.outer_name == "sgd") else 1e-3
+        default_lr = 1.0 if (self.algo == "reptile" and self.outer_name == "sgd") else 1e-3
         return AlgoConfig(
             inner_steps=self.inner_steps,
             inner_lr=self.inner_lr,

@@ -154,15 +154,15 @@ class AdamOuter:
         loss, kl = objective.loss_kl(objective.adapted)
         self.opt.zero_grad(set_to_none=True)
         grads = torch.autograd.grad(loss, self.meta)
-        gnorm = float(flat(list(grads)).norm())
-        if not (math.isfinite(float(loss)) and math.isfinite(gnorm)):
-            raise NonFiniteError(f"outer loss {float(loss)} or gradient norm {gnorm} is not finite")
+        loss0, gnorm = float(loss.detach()), float(flat(list(grads)).norm())
+        if not (math.isfinite(loss0) and math.isfinite(gnorm)):
+            raise NonFiniteError(f"outer loss {loss0} or gradient norm {gnorm} is not finite")
         for p, g in zip(self.meta, grads):
             p.grad = g
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.meta, self.max_grad_norm)
         self.opt.step()
-        return {"outer_loss": float(loss), "grad_norm": gnorm}
+        return {"outer_loss": loss0, "grad_norm": gnorm}
 
     def state_dict(self):
         return self.opt.state_dict()
