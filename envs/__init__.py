@@ -1,28 +1,67 @@
 """Task families for meta-RL: Gymnasium-native, torch-batched where the dynamics are cheap.
 
 ``envs.make(name)`` gives a :class:`TaskFamily`; ``envs.names()`` lists them;
-``envs.register(name, cls)`` adds your own (or pass ``"package.module:ClassName"`` to ``make``).
-Importing ``envs`` also registers every built-in family with Gymnasium as ``"MetaRL/<name>-v0"``.
+``envs.register(name, cls)`` adds your own (or pass ``"package.module:ClassName"`` to ``make``);
+``envs.check_family(family)`` checks one against the contract. Importing ``envs`` also registers
+every built-in family with Gymnasium as ``"MetaRL/<name>-v0"``.
 """
 
 from envs.base import BatchedEnv, Task, TaskFamily
 from envs.batched import BatchedEnvView, seeded_uniform
+from envs.cartpole import CartPoleDynamics, CartPoleTask
+from envs.check import CheckResult, FamilyCheckReport, check_family
+from envs.locomotion import (
+    MUJOCO_FAMILIES,
+    AntDir,
+    AntDirTask,
+    AntVel,
+    AntVelTask,
+    HalfCheetahDir,
+    HalfCheetahDirTask,
+    HalfCheetahDynamics,
+    HalfCheetahDynamicsTask,
+    HalfCheetahVel,
+    HalfCheetahVelTask,
+)
 from envs.navigation import Navigation2D, NavigationTask
+from envs.pendulum import PendulumDynamics, PendulumTask
 from envs.registry import gym_id, make, names, register
 
-BUILTIN_FAMILIES: tuple[type[TaskFamily], ...] = (Navigation2D,)
+BUILTIN_FAMILIES: tuple[type[TaskFamily], ...] = (
+    Navigation2D,
+    PendulumDynamics,
+    CartPoleDynamics,
+    *MUJOCO_FAMILIES,
+)
 
 for _cls in BUILTIN_FAMILIES:
     register(_cls.name, _cls, overwrite=True)
 
 __all__ = [
+    "AntDir",
+    "AntDirTask",
+    "AntVel",
+    "AntVelTask",
     "BUILTIN_FAMILIES",
     "BatchedEnv",
     "BatchedEnvView",
+    "CartPoleDynamics",
+    "CartPoleTask",
+    "CheckResult",
+    "FamilyCheckReport",
+    "HalfCheetahDir",
+    "HalfCheetahDirTask",
+    "HalfCheetahDynamics",
+    "HalfCheetahDynamicsTask",
+    "HalfCheetahVel",
+    "HalfCheetahVelTask",
     "Navigation2D",
     "NavigationTask",
+    "PendulumDynamics",
+    "PendulumTask",
     "Task",
     "TaskFamily",
+    "check_family",
     "gym_id",
     "make",
     "names",
