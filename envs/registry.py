@@ -63,6 +63,14 @@ def register(name: str, family_class: type[TaskFamily], *, overwrite: bool = Fal
     gym.register(id=gym_id(name), entry_point=gym_entry_point, kwargs={"family": name})
 
 
+def unregister(name: str) -> None:
+    """Remove a registered family (and its Gymnasium id); an unknown name is a ``ValueError``."""
+    if name not in _FAMILIES:
+        raise ValueError(f"no family named {name!r} is registered; known: {', '.join(names())}")
+    del _FAMILIES[name]
+    gym.registry.pop(gym_id(name), None)
+
+
 def _import_family(path: str) -> type[TaskFamily]:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:

@@ -1,0 +1,150 @@
+"""Every registered family passes check_family; MuJoCo families match Gymnasium's robots."""
+
+from __future__ import annotations
+
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+
+
+@pytest.mark.parametrize("name", envs.names())
+def test_check_family_passes(name):
+    report = envs.check_family(name)
+    assert report.passed, str(report)
+    assert "passed" in str(report)
+
+
+@pytest.mark.parametrize("name", envs.names())
+def test_family_docstring_states_the_contract(name):
+    doc = type(envs.make(name)).__doc__
+    for word in ("Observation", "Action", "varies", "Reward", "Terminat"):
+        assert word.lower() in doc.lower(), f"{name}'s docstring does not mention {word}"
+
+
+@pytest.mark.parametrize("name", ["Navigation2D", "CartPoleDynamics", "HalfCheetahVel"])
+def test_gymnasium_make(name):
+    family = envs.make(name)
+    task = family.sample_tasks(3, seed=1)[2]
+    for spec in (task, task.to_json()):
+        env = gym.make(envs.gym_id(name), task=spec)
+        assert env.unwrapped.task == task
+        obs, _ = env.reset(seed=0)
+        assert obs in env.observation_space
+        env.step(env.action_space.sample())
+        env.close()
+    default = gym.make(envs.gym_id(name))
+    assert default.unwrapped.task == family.sample_tasks(1, seed=0)[0]
+    with pytest.raises(ValueError, match="belongs to family"):
+        gym.make(envs.gym_id(name), task={"family": "Other", "x": 1})
+
+
+def _rollout(env, seed, actions):
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        out.append((obs, reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    return out
+
+
+def test_half_cheetah_dynamics_at_unit_scales_is_gymnasium_half_cheetah():
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+    ours = envs.make("HalfCheetahDynamics").make_env(envs.HalfCheetahDynamicsTask(1.0, 1.0))
+    theirs = HalfCheetahEnv()
+    actions = np.random.default_rng(0).uniform(-1, 1, (200, 6)).astype(np.float32)
+    a, b = _rollout(ours, 3, actions), _rollout(theirs, 3, actions)
+    assert len(a) == len(b) == 201
+    np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+    for x, y in zip(a[1:], b[1:]):
+        np.testing.assert_allclose(x[0], y[0], atol=1e-5)
+        assert x[1] == pytest.approx(y[1], abs=1e-6)
+    assert a[-1][3] and not a[-1][2]  # truncated at the horizon, never terminated
+
+
+@pytest.mark.parametrize("name", ["HalfCheetahVel", "HalfCheetahDir"])
+def test_half_cheetah_goal_rewards(name):
+    family = envs.make(name)
+    task = family.sample_tasks(1, seed=4)[0]
+    env = family.make_env(task)
+    env.reset(seed=0)
+    action = np.full(6, 0.5, np.float32)
+    _, reward, _, _, info = env.step(action)
+    v = info["x_velocity"]
+    forward = -abs(v - task.velocity) if name == "HalfCheetahVel" else task.direction * v
+    assert reward == pytest.approx(forward - 0.05 * 6 * 0.25)
+    # actions are clipped to [-1, 1] before the control cost
+    _, reward, _, _, info = env.step(np.full(6, 10.0, np.float32))
+    v = info["x_velocity"]
+    forward = -abs(v - task.velocity) if name == "HalfCheetahVel" else task.direction * v
+    assert reward == pytest.approx(forward - 0.05 * 6)
+
+
+def test_ant_dir_matches_gymnasium_ant_with_maml_weights():
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+
+    ours = envs.make("AntDir").make_env(envs.AntDirTask(1))
+    theirs = AntEnv(ctrl_cost_weight=0.005, contact_cost_weight=5e-4, healthy_reward=0.05,
+                    include_cfrc_ext_in_observation=False)
+    actions = np.random.default_rng(1).uniform(-1, 1, (60, 8)).astype(np.float32)
+    a, b = _rollout(ours, 2, actions), _rollout(theirs, 2, actions)
+    assert len(a) == len(b)
+    for x, y in zip(a[1:], b[1:]):
+        np.testing.assert_allclose(x[0], y[0], atol=1e-5)
+        # the MAML survive bonus is paid on every step; Gymnasium's only while healthy
+        assert x[1] == pytest.approx(y[1] + (0.05 if y[2] else 0.0), abs=1e-6)
+        assert x[2] == y[2]
+
+
+def test_ant_vel_reward_terms():
+    family = envs.make("AntVel")
+    task = envs.AntVelTask(1.5)
+    env = family.make_env(task)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(np.zeros(8, np.float32))
+    expected = -abs(info["x_velocity"] - 1.5) + 1.0 + 0.05 + info["reward_contact"]
+    assert reward == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", ["HalfCheetahDynamics", "AntVel", "Navigation2D", "PendulumDynamics"])
+def test_set_task_in_place_equals_a_fresh_env(name):
+    family = envs.make(name)
+    first, second = family.sample_tasks(2, seed=0)
+    env = family.make_env(first)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    env.unwrapped.set_task(second)
+    fresh = family.make_env(second)
+    space = env.action_space
+    space.seed(0)
+    actions = [space.sample() for _ in range(30)]
+    a, b = _rollout(env, 5, actions), _rollout(fresh, 5, actions)
+    np.testing.assert_array_equal(a[0], b[0])
+    for x, y in zip(a[1:], b[1:]):
+        np.testing.assert_array_equal(x[0], y[0])
+        assert x[1:4] == y[1:4]
+    with pytest.raises(ValueError, match="expects a"):
+        env.unwrapped.set_task(envs.NavigationTask(0.0, 0.0) if name != "Navigation2D"
+                               else envs.AntVelTask(1.0))
+
+
+def test_dir_tasks_reject_other_directions():
+    with pytest.raises(ValueError, match="direction"):
+        envs.HalfCheetahDirTask(0)
+    with pytest.raises(ValueError, match="direction"):
+        envs.make("AntDir").task_from_json({"family": "AntDir", "direction": 2})
+
+
+def test_missing_mujoco_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mujoco", None)  # makes `import mujoco` fail
+    for call in (lambda: envs.make("HalfCheetahVel"), lambda: gym.make("MetaRL/AntDir-v0")):
+        with pytest.raises(ImportError, match=r'pip install "gymnasium\[mujoco\]"'):
+            call()
+    # the families still import, list and sample without MuJoCo
+    assert "AntVel" in envs.names()
