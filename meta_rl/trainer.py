@@ -92,13 +92,23 @@ class Trainer:
         self.totals = {"env_steps": 0, "wall_s": 0.0}
         self._writer = None
 
+    #: config fields a resumed run may change (they do not alter what is computed)
+    RESUMABLE = ("iterations", "threads", "num_workers", "checkpoint_every")
+
     @classmethod
-    def resume(cls, out: str | Path, callbacks=None, iterations: int | None = None) -> "Trainer":
-        """Continue the run in ``out`` from its checkpoint (optionally to more iterations)."""
+    def resume(cls, out: str | Path, callbacks=None, **overrides) -> "Trainer":
+        """Continue the run in ``out`` from its checkpoint.
+
+        ``overrides`` may change the fields in :attr:`RESUMABLE` (``None`` values are ignored),
+        e.g. ``iterations=500`` to train on past the original end.
+        """
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        fixed = sorted(set(overrides) - set(cls.RESUMABLE))
+        if fixed:
+            raise ValueError(f"a resumed run keeps its config; {', '.join(fixed)} cannot change "
+                             f"(only {', '.join(cls.RESUMABLE)} can)")
         state = load_checkpoint(Path(out) / CHECKPOINT)
-        config = TrainConfig.from_dict(state["config"])
-        if iterations is not None:
-            config = TrainConfig.from_dict({"iterations": iterations}, base=config)
+        config = TrainConfig.from_dict({**state["config"], **overrides})
         trainer = cls(config, out, callbacks)
         trainer.setup.learner.load_state_dict(state["learner"])
         trainer.iteration = state["iteration"]
@@ -118,6 +128,7 @@ class Trainer:
         learner, family = self.setup.learner, self.setup.family
         history: list[dict] = []
         self._prepare_dir()
+        good = None  # the learner's state before the iteration in progress, if any
         try:
             while self.iteration < c.iterations:
                 i = self.iteration
@@ -134,23 +145,26 @@ class Trainer:
                         f"training stopped at iteration {i + 1}: {exc}. The last good state "
                         f"(iteration {i}) is in the checkpoint; try a smaller learning rate or max_kl."
                     ) from None
-                self.totals["wall_s"] += time.perf_counter() - start
-                self.totals["env_steps"] += metrics["env_steps"]
-                self.iteration += 1
+                totals = {"env_steps": self.totals["env_steps"] + metrics["env_steps"],
+                          "wall_s": self.totals["wall_s"] + time.perf_counter() - start}
                 record = {
-                    "iteration": self.iteration,
+                    "iteration": i + 1,
                     "pre_adapt_return": metrics.pop("pre_adapt_return"),
                     "post_adapt_return": metrics.pop("post_adapt_return"),
-                    "env_steps": self.totals["env_steps"],
-                    "wall_s": round(self.totals["wall_s"], 4),
+                    "env_steps": totals["env_steps"],
+                    "wall_s": round(totals["wall_s"], 4),
                     **{k: v for k, v in metrics.items() if k != "env_steps"},
                 }
                 record["adaptation_gain"] = record["post_adapt_return"] - record["pre_adapt_return"]
                 history.append(record)
-                self._log(record)
+                self._log(record)  # before counting the iteration: a resume truncates to it
+                self.iteration, self.totals, good = i + 1, totals, None
                 if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
                     self._checkpoint()
         except KeyboardInterrupt:
+            # Interrupted mid-iteration: the learner may be half-updated; keep the last whole one.
+            if good is not None:
+                learner.load_state_dict(good)
             self._checkpoint()
             raise
         finally:

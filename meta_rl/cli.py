@@ -1,0 +1,395 @@
+"""The ``meta-rl`` command: list families, check one, meta-train, evaluate.
+
+    meta-rl envs
+    meta-rl presets
+    meta-rl check-env NAME|module:Class
+    meta-rl train [--preset NAME | --config FILE.yaml] [--env NAME] [--algo ...] [flags] [--out DIR]
+    meta-rl train --resume DIR [--iterations N]
+    meta-rl evaluate DIR [--tasks 40] [--steps 3] [--episodes 20] [--seed S]
+
+Configuration precedence: defaults < preset or YAML file < command-line flags. Every user error
+(bad flag value, unknown env, unreadable YAML, missing checkpoint, existing run directory...)
+prints one line on stderr and exits with status 2, with no traceback and nothing written.
+Ctrl-C during training writes a checkpoint of the last completed iteration and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+USAGE_ERROR = 2
+INTERRUPTED = 130
+
+# Files a run writes; --force removes exactly these (and nothing else the user keeps there).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "tensorboard", "eval.json",
+             "adaptation.png", "training.png", "pretrained")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
+
+    def error(self, message: str):
+        raise CLIError(message)
+
+
+# -- presets and config files -------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``meta_rl/presets/*.yaml`` without the suffix)."""
+    folder = resources.files("meta_rl") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_yaml_config(source: str) -> dict[str, Any]:
+    """A config mapping from a YAML file path or a preset name; clear errors for anything else."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise CLIError(f"config file {source} does not exist (give a YAML path or one of the "
+                           f"presets: {', '.join(preset_names())})")
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise CLIError(f"cannot read config file {source}: {exc.strerror}") from None
+    elif source in preset_names():
+        text = (resources.files("meta_rl") / "presets" / f"{source}.yaml").read_text()
+    else:
+        raise CLIError(f"unknown preset {source!r}; presets: {', '.join(preset_names())} "
+                       "(or give a path to a .yaml file)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CLIError(f"config {source} is not valid YAML{where}: "
+                       f"{getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CLIError(f"config {source} must be a mapping of keys to values, "
+                       f"got a {type(data).__name__}")
+    return data
+
+
+# Flags of `train` that map one-to-one onto TrainConfig fields (dest -> field).
+_TRAIN_FLAGS = {
+    "env": "env", "algo": "algo", "outer": "outer", "iterations": "iterations",
+    "meta_batch": "meta_batch", "episodes": "episodes", "inner_steps": "inner_steps",
+    "inner_lr": "inner_lr", "outer_lr": "outer_lr", "max_kl": "max_kl", "hidden": "hidden",
+    "seed": "seed", "device": "device", "first_order": "first_order", "horizon": None,
+    "threads": "threads", "num_workers": "num_workers", "checkpoint_every": "checkpoint_every",
+    "fisher_fraction": "fisher_fraction",
+}
+
+
+def resolve_config(args: argparse.Namespace):
+    """defaults < --preset/--config < flags, validated (a ValueError names the bad value)."""
+    from meta_rl.config import TrainConfig
+
+    data: dict[str, Any] = {}
+    source = args.preset or args.config
+    if args.preset and args.config:
+        raise CLIError("give --preset or --config, not both")
+    if source:
+        data.update(load_yaml_config(source))
+    for dest, key in _TRAIN_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if dest == "horizon":
+            data["env_kwargs"] = {**(data.get("env_kwargs") or {}), "horizon": value}
+        else:
+            data[key] = value
+    return TrainConfig.from_dict(data)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_envs(args) -> int:
+    import envs
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Registered task families")
+    for column in ("name", "varies", "horizon", "batched", "actions"):
+        table.add_column(column)
+    for name in envs.names():
+        cls = envs.registry.family_class(name)
+        try:
+            family = cls()
+            horizon, batched = str(family.horizon), "yes" if family.batched else "no (workers)"
+            space = family.action_space
+            actions = (f"Discrete({space.n})" if hasattr(space, "n")
+                       else f"{type(space).__name__}{space.shape}")
+        except ImportError as exc:  # MuJoCo families without mujoco installed
+            horizon, batched, actions = str(cls.default_horizon), "no", f"unavailable: {exc}"
+        table.add_row(name, cls.varies, horizon, batched, actions)
+    Console().print(table)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name in preset_names():
+        data = load_yaml_config(name)
+        print(f"{name:28s} {data.get('env', '?'):16s} {data.get('algo', 'maml'):8s} "
+              f"T={data.get('meta_batch')} E={data.get('episodes')} iterations={data.get('iterations')}")
+    return 0
+
+
+def cmd_check_env(args) -> int:
+    import envs
+
+    envs.registry.family_class(args.name)  # unknown name / bad module path: one clear line
+    report = envs.check_family(args.name)
+    print(report)
+    return 0 if report.passed else 1
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    """Refuse to overwrite a run unless ``force``; with ``force``, remove the old run's files."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a directory; choose another path")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not force:
+        raise CLIError(f"--out {out} already holds a run ({', '.join(existing)}); continue it with "
+                       f"--resume {out}, overwrite it with --force, or choose another --out")
+    if force:
+        for name in existing:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console
+
+    from meta_rl.progress import TrainingProgress, summary_table
+    from meta_rl.trainer import Trainer, TrainingError
+
+    console = Console()
+    if args.resume:
+        overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+        extra = sorted(set(overrides) - {"iterations", "threads", "num_workers"})
+        if extra or args.preset or args.config or args.out:
+            raise CLIError("--resume continues a run with its saved config; only --iterations, "
+                           f"--threads and --num-workers may change (got {', '.join(extra) or 'a config'})")
+        trainer = Trainer.resume(args.resume, iterations=overrides.get("iterations"),
+                                 threads=overrides.get("threads"),
+                                 num_workers=overrides.get("num_workers"))
+        out = Path(args.resume)
+    else:
+        config = resolve_config(args)
+        config.resolved_device()  # --device cuda without CUDA: fail before writing anything
+        import envs
+
+        envs.registry.family_class(config.env)
+        default_out = Path("runs") / f"{config.env.replace(':', '.')}-{config.algo}-s{config.seed}"
+        out = Path(args.out) if args.out else default_out
+        if not args.force:
+            _prepare_out(out, force=False)  # refuse before building anything
+        trainer = Trainer(config, out)  # builds (and so validates) everything; writes nothing yet
+        if args.force:
+            _prepare_out(out, force=True)
+    c = trainer.config
+    if trainer.iteration >= c.iterations:
+        trainer.close()
+        raise CLIError(f"the run in {out} has already done {trainer.iteration} of {c.iterations} "
+                       "iterations; pass --iterations N (larger) with --resume to continue")
+    console.print(f"[bold]meta-rl train[/]: {c.algo} ({c.outer_name}) on {c.env}, "
+                  f"T={c.meta_batch} E={c.episodes} K={c.inner_steps}, device "
+                  f"{trainer.setup.device}, out {out}", highlight=False)
+    try:
+        with TrainingProgress(c.iterations, trainer.iteration, console) as progress:
+            trainer.callbacks.append(progress)
+            trainer.train()
+    except KeyboardInterrupt:
+        print(f"meta-rl: interrupted after iteration {trainer.iteration}; checkpoint saved, "
+              f"continue with: meta-rl train --resume {out}", file=sys.stderr)
+        return INTERRUPTED
+    except TrainingError as exc:
+        print(f"meta-rl: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        trainer.close()
+    console.print(summary_table(progress.records))
+    console.print(f"run written to {out} (evaluate with: meta-rl evaluate {out})", highlight=False)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from rich.console import Console
+
+    from meta_rl.evaluation import METHODS, evaluate
+    from meta_rl.report import print_eval, write_eval
+
+    methods = tuple(m.strip() for m in args.baselines.split(",") if m.strip())
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise CLIError(f"--baselines must be a comma-separated subset of {','.join(METHODS)}, "
+                       f"got {args.baselines!r}")
+    console = Console()
+    result = evaluate(args.run, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
+                      seed=args.seed, methods=methods, device=args.device,
+                      ppo_tasks=args.ppo_tasks, progress=lambda msg: console.print(msg, highlight=False))
+    print_eval(result, console)
+    paths = write_eval(result, args.run)
+    console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    from meta_rl.config import parse_hidden
+
+    try:
+        return parse_hidden(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="meta-rl", description="Meta-RL (MAML, Meta-SGD, Reptile) on families of "
+                     "Gymnasium tasks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("envs", help="list the registered task families").set_defaults(run=cmd_envs)
+    sub.add_parser("presets", help="list the shipped config presets").set_defaults(run=cmd_presets)
+    p = sub.add_parser("check-env", help="check a task family against the contract")
+    p.add_argument("name", help="registered family name or module:Class")
+    p.set_defaults(run=cmd_check_env)
+
+    p = sub.add_parser("train", help="meta-train a policy (writes a run directory)")
+    p.add_argument("--preset", help=f"a shipped preset ({', '.join(preset_names())})")
+    p.add_argument("--config", help="a YAML config file (or a preset name)")
+    p.add_argument("--env", help="family name or module:Class (default Navigation2D)")
+    p.add_argument("--algo", choices=["maml", "metasgd", "reptile"])
+    p.add_argument("--outer", choices=["trpo", "adam", "sgd"],
+                   help="outer optimiser (maml/metasgd: trpo, adam; reptile: sgd, adam)")
+    p.add_argument("--iterations", type=_positive_int)
+    p.add_argument("--meta-batch", type=_positive_int, help="tasks per meta-iteration (T)")
+    p.add_argument("--episodes", type=_positive_int, help="episodes per task and step (E)")
+    p.add_argument("--inner-steps", type=_nonnegative_int, help="inner policy-gradient steps (K)")
+    p.add_argument("--inner-lr", type=_positive_float, help="inner step size")
+    p.add_argument("--outer-lr", type=_positive_float, help="Adam lr, or Reptile's epsilon")
+    p.add_argument("--max-kl", type=_positive_float, help="TRPO trust region")
+    p.add_argument("--fisher-fraction", type=_positive_float,
+                   help="TRPO: fraction of episodes for curvature products, in (0, 1]")
+    p.add_argument("--first-order", action="store_true", default=None, help="first-order MAML")
+    p.add_argument("--hidden", type=_hidden, help="hidden sizes, e.g. 100,100")
+    p.add_argument("--horizon", type=_positive_int, help="episode length (family default if unset)")
+    p.add_argument("--seed", type=_nonnegative_int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=_positive_int, help="torch threads in the main process")
+    p.add_argument("--num-workers", type=_positive_int, help="env worker processes (MuJoCo/custom)")
+    p.add_argument("--checkpoint-every", type=_positive_int)
+    p.add_argument("--out", help="run directory (default runs/<env>-<algo>-s<seed>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="fast adaptation on held-out tasks, with baselines")
+    p.add_argument("run", help="a run directory written by meta-rl train")
+    p.add_argument("--tasks", type=_positive_int, default=40, help="held-out tasks")
+    p.add_argument("--steps", type=_nonnegative_int, default=3, help="adaptation steps K")
+    p.add_argument("--episodes", type=_positive_int, default=20, help="episodes per task and step")
+    p.add_argument("--seed", type=_nonnegative_int, default=None,
+                   help="evaluation seed (default: the run's; tasks never overlap training's)")
+    p.add_argument("--baselines", default="meta,random,pretrained,ppo",
+                   help="methods to run: meta,random,pretrained,ppo")
+    p.add_argument("--ppo-tasks", type=_positive_int, default=None,
+                   help="run the PPO baseline on the first N tasks only (it is the slow one)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def seed_global_rngs(argv: Sequence[str]) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs from ``--seed`` (default 0).
+
+    Library code takes explicit seeds and generators; this only pins what third-party code
+    (e.g. a user's family) might draw from the global RNGs. Entry points call it, nothing else.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    seed = 0
+    if "--seed" in argv[:-1]:
+        try:
+            seed = int(argv[list(argv).index("--seed") + 1])
+        except ValueError:
+            pass  # the parser reports the bad value
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``meta-rl``; returns the exit status."""
+    if os.getcwd() not in sys.path:  # so that module:Class finds the user's own modules
+        sys.path.insert(0, os.getcwd())
+    argv = list(sys.argv[1:] if argv is None else argv)
+    seed_global_rngs(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except (CLIError, ValueError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"meta-rl: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+    except ImportError as exc:  # e.g. a MuJoCo family without mujoco: the message says the fix
+        print(f"meta-rl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("meta-rl: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

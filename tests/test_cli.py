@@ -1,0 +1,221 @@
+"""The ``meta-rl`` command: bad input fails in one line and writes nothing; runs resume exactly;
+Ctrl-C leaves a loadable checkpoint; presets load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from meta_rl.checkpoint import load_checkpoint
+from meta_rl.cli import load_yaml_config, main, preset_names
+from meta_rl.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--meta-batch", "3", "--episodes", "3", "--hidden", "8", "--horizon", "10"]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "meta_rl.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--iterations", "2", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+BAD_TRAIN = {
+    "unknown env": (["--env", "NoSuchFamily"], "unknown task family 'NoSuchFamily'"),
+    "unknown module path": (["--env", "no_such_module:Fam"], "cannot import module"),
+    "unknown algo": (["--algo", "maml2"], "invalid choice: 'maml2'"),
+    "unknown preset": (["--preset", "nav-nope"], "unknown preset 'nav-nope'"),
+    "zero iterations": (["--iterations", "0"], "--iterations: must be a positive integer"),
+    "negative lr": (["--inner-lr", "-0.1"], "--inner-lr: must be a positive number"),
+    "zero tasks": (["--meta-batch", "0"], "--meta-batch: must be a positive integer"),
+    "zero episodes": (["--episodes", "0"], "--episodes: must be a positive integer"),
+    "malformed hidden": (["--hidden", "64,x"], "comma-separated positive integers"),
+    "outer that does not fit": (["--algo", "reptile", "--outer", "trpo"], "does not fit algo"),
+    "missing yaml": (["--config", "nowhere.yaml"], "does not exist"),
+}
+
+
+def assert_one_line_error(err: str, expected: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("meta-rl: error:"), err
+    assert expected in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", list(BAD_TRAIN))
+def test_bad_train_input_is_one_line_and_writes_nothing(case, tmp_path, capsys):
+    flags, expected = BAD_TRAIN[case]
+    out = tmp_path / "run"
+    assert main(["train", *flags, *TINY, "--out", str(out)]) == 2
+    assert_one_line_error(capsys.readouterr().err, expected)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("meta_batch: 4\nnot_a_key: 1\n", "unknown config key(s) not_a_key"),
+    ("meta_batch: [4\n", "is not valid YAML at line"),
+    ("- 1\n- 2\n", "must be a mapping"),
+    ("inner_lr: -1\n", "inner_lr must be a positive number"),
+    ("hidden: '10,,'\n", "hidden must be"),
+])
+def test_bad_yaml_is_one_line(text, expected, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert_one_line_error(capsys.readouterr().err, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_yaml_is_one_line(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.mkdir()  # a directory where a file is expected
+    assert main(["train", "--config", str(path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "does not exist")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_one_line(tmp_path, capsys):
+    assert main(["train", "--device", "cuda", *TINY, "--out", str(tmp_path / "run")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "CUDA is not available")
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_not_overwritten_without_force(trained, capsys):
+    before = snapshot(trained)
+    assert main(["train", "--iterations", "1", *TINY, "--out", str(trained)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "already holds a run")
+    assert snapshot(trained) == before
+
+
+def test_force_replaces_a_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--iterations", "2", *TINY, "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", "--iterations", "1", *TINY, "--out", str(out), "--force"]) == 0
+    assert len(metrics(out)) == 1
+    assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+
+
+def test_resume_without_or_with_corrupt_checkpoint(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "no checkpoint at")
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    before = snapshot(tmp_path)
+    assert main(["train", "--resume", str(tmp_path), "--iterations", "3"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "corrupt or unreadable")
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_refuses_config_changes(trained, capsys):
+    before = snapshot(trained)
+    assert main(["train", "--resume", str(trained), "--inner-lr", "0.5"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "only --iterations")
+    assert snapshot(trained) == before
+
+
+def test_error_in_a_real_process_has_no_traceback(tmp_path):
+    proc = run_cli("train", "--env", "NoSuchFamily", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, "unknown task family")
+
+
+# -- runs -----------------------------------------------------------------------------------------
+
+
+def test_presets_are_valid_configs():
+    assert {"navigation2d-maml", "halfcheetahvel-maml", "halfcheetahdir-maml", "antdir-maml",
+            "navigation2d-metasgd", "navigation2d-reptile", "quickstart"} <= set(preset_names())
+    for name in preset_names():
+        config = TrainConfig.from_dict(load_yaml_config(name))
+        assert config.env in ("Navigation2D", "HalfCheetahVel", "HalfCheetahDir", "AntDir")
+
+
+def test_flags_override_preset(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "navigation2d-metasgd", "--iterations", "1", *TINY,
+                 "--out", str(out)]) == 0
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["algo"] == "metasgd" and saved["iterations"] == 1 and saved["meta_batch"] == 3
+    assert saved["max_kl"] == 0.01 and saved["env_kwargs"] == {"horizon": 10}
+
+
+@pytest.mark.parametrize("algo", ["maml", "metasgd", "reptile"])
+def test_resume_equals_uninterrupted_run(algo, tmp_path):
+    flags = ["--algo", algo, *TINY, "--seed", "3", "--checkpoint-every", "1"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(["train", "--iterations", "4", *flags, "--out", str(whole)]) == 0
+    assert main(["train", "--iterations", "2", *flags, "--out", str(split)]) == 0
+    assert main(["train", "--resume", str(split), "--iterations", "4"]) == 0
+    a, b = metrics(whole), metrics(split)
+    assert [r["iteration"] for r in b] == [1, 2, 3, 4]
+    for r in a + b:
+        r.pop("wall_s")
+    assert a == b
+    pa, pb = load_checkpoint(whole)["learner"]["params"], load_checkpoint(split)["learner"]["params"]
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_sigint_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meta_rl.cli", "train", "--iterations", "100000", *TINY,
+         "--checkpoint-every", "1000", "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        path = out / "metrics.jsonl"
+        if path.exists() and len(path.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"continue with: meta-rl train --resume {out}" in lines[0]
+    state = load_checkpoint(out)  # loadable, and holds a whole iteration
+    assert state["iteration"] >= 2
+    assert len(metrics(out)) >= state["iteration"]
+    assert main(["train", "--resume", str(out), "--iterations", str(state["iteration"] + 1)]) == 0
+    assert [r["iteration"] for r in metrics(out)] == list(range(1, state["iteration"] + 2))
+
+
+def test_envs_and_check_env(capsys):
+    import envs
+
+    assert main(["envs"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name[:12] in listing for name in envs.names())
+    assert main(["check-env", "Navigation2D"]) == 0
+    assert "passed" in capsys.readouterr().out
+    assert main(["check-env", "Nope"]) == 2
