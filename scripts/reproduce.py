@@ -1,0 +1,201 @@
+"""Reproduce a published meta-RL result in one command: train, evaluate, append to docs/results.md.
+
+    python scripts/reproduce.py navigation2d                       # MAML, Meta-SGD, Reptile x 3 seeds
+    python scripts/reproduce.py navigation2d --algos maml --seeds 0 --iterations 100
+    python scripts/reproduce.py halfcheetahdir --algos maml --seeds 0 --iterations 20
+
+For each algorithm and seed it trains the shipped preset ``<target>-<algo>`` (the MAML paper's
+settings) into ``--out/<target>-<algo>-s<seed>`` (an existing complete run is reused, an
+interrupted one resumed), evaluates it with the MAML paper's protocol (40 held-out tasks, 0-3
+adaptation steps, 20 episodes per step), and appends a table to ``docs/results.md``: the mean
+over seeds +- their standard deviation after each step, every seed's own figures, the training
+wall time per seed, the hardware and the exact command, beside the papers' numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from rich.console import Console  # noqa: E402
+
+from meta_rl.checkpoint import load_checkpoint  # noqa: E402
+from meta_rl.cli import load_yaml_config, seed_global_rngs  # noqa: E402
+from meta_rl.config import TrainConfig  # noqa: E402
+from meta_rl.evaluation import evaluate  # noqa: E402
+from meta_rl.progress import TrainingProgress  # noqa: E402
+from meta_rl.report import write_eval  # noqa: E402
+from meta_rl.trainer import Trainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: target -> algorithm -> (source, returns after 0..3 steps; None where not reported)
+PAPER = {
+    "navigation2d": {
+        "maml": ("MAML paper, Table 4", [-40.41, -11.68, -3.33, -3.23]),
+        "metasgd": ("Meta-SGD paper (MAML: -9.12 there)", [None, -8.64, None, None]),
+    },
+    "halfcheetahdir": {"maml": ("MAML paper, Table 5", [-50.69, 293.19, 313.48, 315.65])},
+}
+TARGETS = ("navigation2d", "halfcheetahdir", "halfcheetahvel", "antdir")
+ALGOS = ("maml", "metasgd", "reptile")
+NAMES = {"maml": "MAML", "metasgd": "Meta-SGD", "reptile": "Reptile"}
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}"
+
+
+def train(config: TrainConfig, out: Path, console: Console) -> dict:
+    """Train ``config`` into ``out`` (reusing or resuming what is there); the checkpoint's state."""
+    if (out / "checkpoint.pt").exists():
+        state = load_checkpoint(out)
+        saved = TrainConfig.from_dict(state["config"])
+        same = {**saved.to_dict(), "iterations": config.iterations} == config.to_dict()
+        if not same:
+            raise SystemExit(f"error: {out} holds a run with another config; remove it or pass --out")
+        if state["iteration"] >= config.iterations:
+            console.print(f"reusing {out} ({state['iteration']} iterations)")
+            return state
+        trainer = Trainer.resume(out, iterations=config.iterations)
+    else:
+        trainer = Trainer(config, out)
+    try:
+        with TrainingProgress(config.iterations, trainer.iteration, console,
+                              title=out.name) as progress:
+            trainer.callbacks.append(progress)
+            trainer.train()
+    finally:
+        trainer.close()
+    return load_checkpoint(out)
+
+
+def fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def table(target: str, rows: dict[str, list[dict]], steps: int) -> str:
+    head = "| method | seeds | " + " | ".join(f"step {k}" for k in range(steps + 1))
+    head += " | iterations | train wall / seed |\n|" + "---|" * (steps + 5) + "\n"
+    lines = []
+    for algo, source_values in PAPER.get(target, {}).items():
+        source, values = source_values
+        if algo in rows:
+            cells = " | ".join("—" if v is None else f"{v:.2f}" for v in values[: steps + 1])
+            lines.append(f"| {NAMES[algo]} ({source}) | — | {cells} | 500 (paper) | — |")
+    for algo, runs in rows.items():
+        means = [[r["meta"][k] for r in runs] for k in range(steps + 1)]
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        walls = [r["wall_s"] / 60 for r in runs]
+        wall = f"{statistics.mean(walls):.1f} min" + (
+            f" ({min(walls):.1f}–{max(walls):.1f})" if len(walls) > 1 else "")
+        lines.append(f"| **{NAMES[algo]} (ours)** | {seeds} | "
+                     + " | ".join(fmt(m) for m in means)
+                     + f" | {runs[0]['iterations']} | {wall} |")
+        for r in runs:
+            lines.append(f"| &nbsp;&nbsp;seed {r['seed']} | {r['seed']} | "
+                         + " | ".join(f"{v:.2f} ± {c:.2f}" for v, c in zip(r["meta"], r["ci"]))
+                         + f" | {r['iterations']} | {r['wall_s'] / 60:.1f} min |")
+        for name in runs[0]["baselines"]:
+            curves = [[r["baselines"][name][k] for r in runs] for k in range(steps + 1)]
+            lines.append(f"| &nbsp;&nbsp;baseline: {name} | {seeds} | "
+                         + " | ".join(fmt(c) for c in curves) + " | — | — |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("target", choices=TARGETS)
+    parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of "
+                        + ",".join(ALGOS))
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="meta-iterations (default: the preset's, 500)")
+    parser.add_argument("--tasks", type=int, default=40, help="held-out evaluation tasks")
+    parser.add_argument("--steps", type=int, default=3, help="adaptation steps")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per task and step")
+    parser.add_argument("--baselines", default="meta",
+                        help="evaluation methods (meta,random,pretrained,ppo); default meta only")
+    parser.add_argument("--out", default="runs/reproduce", help="folder for the run directories")
+    parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"),
+                        help="markdown file the table is appended to")
+    parser.add_argument("--note", default="", help="a sentence added under the table")
+    args = parser.parse_args(argv)
+    algos = [a for a in args.algos.split(",") if a]
+    if not algos or set(algos) - set(ALGOS):
+        parser.error(f"--algos must be a subset of {','.join(ALGOS)}, got {args.algos!r}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    methods = tuple(m for m in args.baselines.split(",") if m)
+    if "meta" not in methods:
+        methods = ("meta", *methods)
+
+    console = Console()
+    rows: dict[str, list[dict]] = {}
+    for algo in algos:
+        for seed in seeds:
+            seed_global_rngs(["--seed", str(seed)])
+            data = {**load_yaml_config(f"{args.target}-{algo}"), "seed": seed}
+            if args.iterations is not None:
+                data["iterations"] = args.iterations
+            config = TrainConfig.from_dict(data)
+            out = Path(args.out) / f"{args.target}-{algo}-s{seed}"
+            state = train(config, out, console)
+            result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
+                              methods=methods, progress=lambda m: console.print(m, highlight=False))
+            write_eval(result, out)
+            meta = result.methods["meta"]
+            rows.setdefault(algo, []).append({
+                "seed": seed, "meta": meta.mean, "ci": meta.ci95,
+                "iterations": state["iteration"], "wall_s": state["totals"]["wall_s"],
+                "baselines": {n: m.mean for n, m in result.methods.items() if n != "meta"},
+            })
+            console.print(f"{args.target} {algo} seed {seed}: after 0..{args.steps} steps "
+                          + " / ".join(f"{v:.2f}" for v in meta.mean))
+
+    command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    section = (f"\n## {args.target}: {', '.join(NAMES[a] for a in algos)} "
+               f"({datetime.date.today().isoformat()})\n\n"
+               f"`{command}` on {machine()}. Returns on {args.tasks} held-out tasks after "
+               f"0..{args.steps} adaptation steps of {args.episodes} episodes; ours are the mean "
+               f"over seeds ± their standard deviation, then each seed's mean ± 95% CI over "
+               f"tasks. Train wall time is meta-training only (evaluation excluded).\n\n"
+               + table(args.target, rows, args.steps)
+               + (f"\n{args.note}\n" if args.note else ""))
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    if not results.exists():
+        results.write_text("# Results\n\nMeasured with `scripts/reproduce.py`; each section says "
+                           "the command, the machine and the seeds.\n")
+    with open(results, "a") as f:
+        f.write(section)
+    (Path(args.out) / f"{args.target}-summary.json").write_text(json.dumps(rows, indent=1))
+    console.print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
