@@ -1,0 +1,55 @@
+"""The trainer: non-finite values stop training and keep the last good state; same seed, same run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from meta_rl.checkpoint import load_checkpoint
+from meta_rl.config import TrainConfig
+from meta_rl.trainer import Trainer, TrainingError
+
+TINY = dict(meta_batch=3, episodes=3, hidden=(8,), env_kwargs={"horizon": 10}, checkpoint_every=1)
+
+
+@pytest.mark.parametrize("algo", ["maml", "reptile"])
+def test_non_finite_rewards_stop_training_and_keep_the_last_good_checkpoint(algo, tmp_path):
+    trainer = Trainer(TrainConfig(algo=algo, iterations=5, **TINY), tmp_path)
+    sampler, calls = trainer.setup.sampler, {"n": 0}
+    real_sample = sampler.sample
+    samples_per_iteration = trainer.config.inner_steps + 1
+
+    def poisoned(tasks, params, seed):  # from iteration 3 on, the env returns NaN rewards
+        calls["n"] += 1
+        episodes = real_sample(tasks, params, seed)
+        if calls["n"] > 2 * samples_per_iteration:
+            episodes = episodes._replace(rewards=episodes.rewards * float("nan"))
+        return episodes
+
+    sampler.sample = poisoned
+    with pytest.raises(TrainingError, match="iteration 3"):
+        trainer.train()
+    state = load_checkpoint(tmp_path)
+    assert state["iteration"] == 2
+    saved = state["learner"]["params"]
+    assert all(bool(torch.isfinite(v).all()) for v in saved.values())
+    live = trainer.setup.learner.params  # the learner itself is back at the good state too
+    assert all(torch.equal(saved[k], live[k].detach()) for k in saved)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2]
+
+
+def test_same_seed_same_metrics_and_different_seed_differs():
+    def run(seed):
+        trainer = Trainer(TrainConfig(algo="metasgd", iterations=2, seed=seed, **TINY))
+        history = trainer.train()
+        trainer.close()
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in history]
+
+    a, b, c = run(0), run(0), run(1)
+    assert a == b
+    assert a != c
+    assert all(math.isfinite(r["lr_mean"]) for r in a)
