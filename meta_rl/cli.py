@@ -241,12 +241,12 @@ def cmd_evaluate(args) -> int:
         raise CLIError(f"--baselines must be a comma-separated subset of {','.join(METHODS)}, "
                        f"got {args.baselines!r}")
     console = Console()
-    result = evaluate(args.run, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
+    result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                       seed=args.seed, methods=methods, device=args.device,
                       ppo_tasks=args.ppo_tasks, progress=lambda msg: console.print(msg, highlight=False))
     print_eval(result, console)
-    paths = write_eval(result, args.run)
-    console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+    paths = write_eval(result, args.run_dir)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
     return 0
 
 
@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="fast adaptation on held-out tasks, with baselines")
-    p.add_argument("run", help="a run directory written by meta-rl train")
+    p.add_argument("run_dir", metavar="DIR", help="a run directory written by meta-rl train")
     p.add_argument("--tasks", type=_positive_int, default=40, help="held-out tasks")
     p.add_argument("--steps", type=_nonnegative_int, default=3, help="adaptation steps K")
     p.add_argument("--episodes", type=_positive_int, default=20, help="episodes per task and step")

@@ -219,3 +219,32 @@ def test_envs_and_check_env(capsys):
     assert main(["check-env", "Navigation2D"]) == 0
     assert "passed" in capsys.readouterr().out
     assert main(["check-env", "Nope"]) == 2
+
+
+def test_evaluate_writes_json_png_and_table(trained, capsys):
+    assert main(["evaluate", str(trained), "--tasks", "3", "--steps", "1", "--episodes", "2",
+                 "--ppo-tasks", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "meta" in out and "pretrained" in out and "ppo" in out
+    result = json.loads((trained / "eval.json").read_text())
+    assert set(result["methods"]) == {"meta", "random", "pretrained", "ppo"}
+    assert result["steps"] == [0, 1] and result["tasks"] == 3
+    assert (trained / "adaptation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--tasks", "0"], "--tasks: must be a positive integer"),
+    (["--episodes", "-1"], "--episodes: must be a positive integer"),
+    (["--steps", "x"], "--steps: must be an integer >= 0"),
+    (["--baselines", "meta,magic"], "--baselines must be a comma-separated subset"),
+])
+def test_bad_evaluate_input_is_one_line(flags, expected, trained, capsys):
+    before = snapshot(trained)
+    assert main(["evaluate", str(trained), *flags]) == 2
+    assert_one_line_error(capsys.readouterr().err, expected)
+    assert snapshot(trained) == before
+
+
+def test_evaluate_without_a_run_is_one_line(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "no checkpoint at")

@@ -1,0 +1,193 @@
+"""Evaluation reports: a rich table, ``eval.json``, ``adaptation.png``; and a training-curve plot.
+
+Every function takes an :class:`~meta_rl.evaluation.EvalResult` or the dict of its ``to_dict()``
+(so ``eval.json`` read back with :func:`~meta_rl.evaluation.load_eval` can be re-rendered).
+
+``eval.json`` (written atomically) has the shape other tools rely on::
+
+    {"family": str, "tasks": N, "seed": S, "steps": [0, .., K],
+     "methods": {"meta": {"mean": [K + 1 floats], "ci95": [K + 1 floats], ...}, ...},
+     ...}
+
+with only the methods that were run. Each method also carries ``tasks`` (how many it was
+measured on), ``per_task`` (``[K + 1][n]``), ``env_steps``, ``wall_s`` and method notes; the top
+level also has ``algo``, ``episodes``, ``horizon``, ``run``, ``task_seed``, ``rollout_seed``,
+``ci`` and ``task_list``. A non-finite number (a diverged policy) is written as ``null``.
+
+Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+LABELS = {
+    "meta": "meta-learned",
+    "random": "random init",
+    "pretrained": "pretrained (multi-task)",
+    "ppo": "PPO from scratch",
+}
+"""legend labels of the plot (the table uses the method names, as the CLI does)"""
+
+
+def _as_dict(result) -> dict:
+    return result.to_dict() if hasattr(result, "to_dict") else result
+
+
+def _finite(value):
+    """JSON-safe numbers: non-finite floats become ``None``, containers are walked."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -- console --------------------------------------------------------------------------------------
+
+
+def _cell(mean, ci, compact: bool) -> str:
+    if mean is None or ci is None:
+        return "-"
+    return f"{mean:.2f}{chr(10) if compact else ' '}± {ci:.2f}"
+
+
+def eval_table(result, compact: bool = False) -> Table:
+    """Rows: methods; columns: return after step ``0..K`` as ``mean ± 95% CI`` (``compact``: the
+    CI on a second line, for narrow consoles)."""
+    d = _as_dict(result)
+    table = Table(
+        title=f"{d['family']} ({d.get('algo', '?')}): return after k adaptation steps",
+        caption=f"{d['tasks']} held-out tasks, {d.get('episodes', '?')} episodes each, "
+                f"seed {d['seed']}; mean ± 95% CI over tasks; wall s includes pretraining",
+    )
+    table.add_column("method", no_wrap=True)
+    for k in d["steps"]:
+        table.add_column(f"step {k}", justify="right", no_wrap=True)
+    table.add_column("tasks", justify="right")
+    table.add_column("wall s", justify="right")
+    for name, m in d["methods"].items():
+        cells = [_cell(mean, ci, compact) for mean, ci in zip(m["mean"], m["ci95"])]
+        wall = (m.get("wall_s") or 0.0) + (m.get("train_wall_s") or 0.0)
+        table.add_row(name, *cells, str(m.get("tasks", d["tasks"])), f"{wall:.1f}")
+    return table
+
+
+def print_eval(result, console: Console | None = None) -> None:
+    """Print :func:`eval_table`, compact when the console is too narrow for one-line cells."""
+    console = console or Console()
+    steps = len(_as_dict(result)["steps"])
+    console.print(eval_table(result, compact=console.width < 16 + 18 * steps + 18))
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def write_eval(result, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``eval.json`` and ``adaptation.png`` into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = _finite(_as_dict(result))
+    data = json.dumps(d, indent=2, allow_nan=False).encode() + b"\n"
+    json_path = out_dir / "eval.json"
+    _atomic_write(json_path, lambda f: f.write(data))
+    png_path = out_dir / "adaptation.png"
+    plot_adaptation(d, png_path)
+    return {"json": json_path, "png": png_path}
+
+
+def _figure(size=(6.4, 4.4)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+
+
+def plot_adaptation(result, path: str | Path) -> Path:
+    """Mean return vs adaptation step per method, with 95% CI bands, to ``path`` (PNG)."""
+    d = _as_dict(result)
+    path = Path(path)
+    fig = _figure()
+    ax = fig.add_subplot()
+    steps = d["steps"]
+    for name, m in d["methods"].items():
+        pts = [(k, mu, ci) for k, mu, ci in zip(steps, m["mean"], m["ci95"])
+               if mu is not None and ci is not None]
+        if not pts:
+            continue
+        ks, mus, cis = zip(*pts)
+        label = f"{LABELS.get(name, name)} (n={m.get('tasks', d['tasks'])})"
+        (line,) = ax.plot(ks, mus, marker="o", label=label)
+        ax.fill_between(ks, [a - b for a, b in zip(mus, cis)], [a + b for a, b in zip(mus, cis)],
+                        color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xticks(steps)
+    ax.set_xlabel("adaptation steps k (PPO: k × episodes × horizon env steps)")
+    ax.set_ylabel("mean return per episode")
+    ax.set_title(f"{d['family']}: {d.get('algo', '?')} vs baselines "
+                 f"({d['tasks']} held-out tasks, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    return path
+
+
+def plot_training(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Pre- and post-adaptation return vs iteration from ``metrics.jsonl`` to ``training.png``."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise ValueError(f"no metrics.jsonl in {run_dir} (is it a run directory?)")
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{metrics} is empty: the run has no completed iteration")
+    config = {}
+    if (run_dir / "config.yaml").is_file():
+        import yaml
+
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    fig = _figure()
+    ax = fig.add_subplot()
+    its = [r["iteration"] for r in records]
+    ax.plot(its, [r["pre_adapt_return"] for r in records], label="before adaptation")
+    ax.plot(its, [r["post_adapt_return"] for r in records], label="after adaptation")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("mean return per episode")
+    ax.set_title(f"{config.get('env', '?')}: {config.get('algo', '?')} meta-training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = Path(out) if out is not None else run_dir / "training.png"
+    _save(fig, path)
+    return path

@@ -1,0 +1,220 @@
+"""Evaluation and its report, on a tiny real Navigation2D run (horizon 20, a few seconds)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+import envs
+from meta_rl import evaluation
+from meta_rl.checkpoint import load_checkpoint, save_checkpoint
+from meta_rl.config import TrainConfig
+from meta_rl.evaluation import (
+    METHODS, eval_seeds, evaluate, load_eval, mean_ci95, pretrained_config, training_seeds,
+)
+from meta_rl.report import eval_table, plot_training, print_eval, write_eval
+from meta_rl.trainer import Trainer, iteration_seed
+
+HORIZON = 20
+SIZES = {"tasks": 6, "steps": 2, "episodes": 4}
+PPO_TASKS = 2
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    base = dict(env="Navigation2D", algo="maml", meta_batch=4, episodes=4, hidden=(16, 16),
+                iterations=3, seed=0, device="cpu", env_kwargs={"horizon": HORIZON})
+    return TrainConfig(**{**base, **overrides})
+
+
+def train(config: TrainConfig, out) -> None:
+    trainer = Trainer(config, out=out)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one torch thread is faster, and much faster on a shared, loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, one_thread):
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train(tiny_config(), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def first(run):
+    """The first evaluation of ``run`` (trains and caches the pretrained baseline)."""
+    messages = []
+    result = evaluate(run, **SIZES, ppo_tasks=PPO_TASKS, progress=messages.append)
+    paths = write_eval(result, run / "eval1")
+    mtime = (run / "pretrained" / "checkpoint.pt").stat().st_mtime_ns
+    return result, paths, mtime, messages
+
+
+def numbers(d: dict) -> dict:
+    return {name: (m["mean"], m["ci95"], m["per_task"]) for name, m in d["methods"].items()}
+
+
+def test_eval_json_has_the_documented_shape(first):
+    result, paths, _, messages = first
+    d = json.loads(paths["json"].read_text())
+    assert d["family"] == "Navigation2D" and d["tasks"] == SIZES["tasks"] and d["seed"] == 0
+    assert d["steps"] == [0, 1, 2]
+    assert list(d["methods"]) == list(METHODS)
+    K1 = SIZES["steps"] + 1
+    for name, m in d["methods"].items():
+        assert len(m["mean"]) == len(m["ci95"]) == len(m["env_steps"]) == K1, name
+        assert all(math.isfinite(x) for x in m["mean"]), name
+        assert all(math.isfinite(x) and x >= 0 for x in m["ci95"]), name
+        n = PPO_TASKS if name == "ppo" else SIZES["tasks"]
+        assert m["tasks"] == n and np.shape(m["per_task"]) == (K1, n), name
+        assert np.allclose(np.mean(m["per_task"], 1), m["mean"]), name
+        assert m["wall_s"] >= 0
+    # PPO's budget after stage k is k * E * H env steps per task
+    assert d["methods"]["ppo"]["env_steps"] == [0, 80, 160]
+    # the policy-gradient methods spend at most E * H steps per adaptation step
+    assert d["methods"]["meta"]["env_steps"][0] == 0
+    assert 0 < d["methods"]["meta"]["env_steps"][1] <= 80
+    assert d["methods"]["pretrained"]["cached"] is False
+    assert len(d["task_list"]) == SIZES["tasks"]
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(msg.startswith("pretrained: training") for msg in messages)
+
+
+def test_same_seed_same_numbers_and_pretrained_cache_is_reused(run, first):
+    result, paths, mtime, _ = first
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
+    again = evaluate(run, **SIZES, ppo_tasks=PPO_TASKS)
+    assert (run / "pretrained" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert again.methods["pretrained"].extra["cached"] is True
+    second = write_eval(again, run / "eval2")
+    assert numbers(load_eval(second["json"])) == numbers(load_eval(paths["json"]))
+    assert again.tasks == result.tasks
+    # PPO seeds SB3's global RNGs and evaluation sets torch's threads: both are restored
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == threads
+
+
+def test_held_out_tasks_differ_from_every_training_iteration(run, first):
+    result = first[0]
+    config = tiny_config()
+    family = envs.make("Navigation2D", horizon=HORIZON)
+    # the run's iterations and the pretrained baseline's (3 * (1 + 1))
+    trained = {
+        task
+        for i in range(config.iterations * (config.inner_steps + 1))
+        for task in family.sample_tasks(config.meta_batch, seed=iteration_seed(config.seed, i))
+    }
+    assert not trained & set(result.tasks)
+    assert result.task_seed not in training_seeds(config)
+    other = evaluate(run, tasks=3, steps=0, episodes=2, seed=1, methods=["meta"])
+    assert not set(other.tasks) & set(result.tasks)
+
+
+def test_step_k_does_not_depend_on_K(run, first):
+    zero = evaluate(run, **{**SIZES, "steps": 0}, methods="meta,random")
+    for name in ("meta", "random"):
+        assert zero.methods[name].per_task[0] == first[0].methods[name].per_task[0]
+
+
+def test_eval_seeds_skip_reserved_words():
+    a, b, c = eval_seeds(7, set())
+    assert eval_seeds(7, {a}) == [b, c, eval_seeds(7, set(), count=4)[3]]
+    assert all(0 <= s < 2**31 for s in (a, b, c))
+
+
+def test_mean_ci95_by_hand(monkeypatch):
+    mean, half = mean_ci95([1.0, 2.0, 3.0])  # std 1, n 3
+    assert mean == 2.0
+    if evaluation._t_quantile() is not None:
+        assert half == pytest.approx(4.302652729911275 / math.sqrt(3))
+    monkeypatch.setattr(evaluation, "_t_quantile", lambda: None)
+    assert mean_ci95([1.0, 2.0, 3.0])[1] == pytest.approx(1.96 / math.sqrt(3))
+    assert mean_ci95([5.0]) == (5.0, 0.0)
+
+
+def test_pretrained_config_spends_the_same_env_steps():
+    config = tiny_config(inner_steps=2, algo="reptile", iterations=10)
+    pre = pretrained_config(config, 7)
+    assert (pre.algo, pre.inner_steps, pre.iterations, pre.outer_name) == ("maml", 0, 21, "trpo")
+    assert pre.inner_lr == config.inner_lr and pre.seed == config.seed
+    assert pretrained_config(tiny_config(outer="adam"), 3).outer_name == "adam"
+
+
+def test_stale_pretrained_cache_is_retrained_and_interrupted_one_resumed(run, first, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    ckpt = copy / "pretrained" / "checkpoint.pt"
+    state = load_checkpoint(ckpt)
+    want = dict(state["config"])
+    save_checkpoint(ckpt, {**state, "config": {**want, "inner_lr": 0.5}})
+    result = evaluate(copy, **SIZES, methods=["pretrained"])
+    assert result.methods["pretrained"].extra["cached"] is False
+    assert load_checkpoint(ckpt)["config"] == want
+
+    state = load_checkpoint(ckpt)
+    save_checkpoint(ckpt, {**state, "iteration": state["iteration"] - 2})
+    messages = []
+    evaluate(copy, **SIZES, methods=["pretrained"], progress=messages.append)
+    assert any("resuming" in m for m in messages)
+    assert load_checkpoint(ckpt)["iteration"] == want["iterations"]
+
+
+@pytest.mark.parametrize("algo", ["metasgd", "reptile"])
+def test_other_algorithms_evaluate(tmp_path, algo):
+    train(tiny_config(algo=algo, iterations=1), tmp_path / "run")
+    result = evaluate(tmp_path / "run", tasks=3, steps=1, episodes=2,
+                      methods=["meta", "random", "pretrained"])
+    for m in result.methods.values():
+        assert len(m.mean) == 2 and all(math.isfinite(x) for x in m.mean)
+
+
+def test_report_table_and_training_plot(run, first):
+    d = load_eval(first[1]["json"])
+    table = eval_table(d)
+    assert len(table.columns) == 1 + (SIZES["steps"] + 1) + 2 and table.row_count == len(METHODS)
+    out = io.StringIO()
+    print_eval(first[0], Console(file=out, width=120))
+    assert "pretrained" in out.getvalue() and "±" in out.getvalue()
+    path = plot_training(run)
+    assert path.name == "training.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"tasks": 0}, "tasks must be an integer >= 1, got 0"),
+        ({"tasks": 2.5}, "tasks must be"),
+        ({"episodes": -1}, "episodes must be an integer >= 1, got -1"),
+        ({"steps": -1}, "steps must be an integer >= 0, got -1"),
+        ({"methods": ["meta", "maml"]}, "unknown evaluation method.*'maml'.*choose from"),
+        ({"methods": []}, "no evaluation method"),
+        ({"seed": -3}, "seed must be an integer >= 0, got -3"),
+        ({"ppo_tasks": 0}, "ppo_tasks must be an integer >= 1"),
+    ],
+)
+def test_bad_inputs_raise_value_errors(run, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate(run, **{**SIZES, **kwargs})
+
+
+def test_run_dir_without_checkpoint_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint"):
+        evaluate(tmp_path)
+    with pytest.raises(ValueError, match="no metrics.jsonl"):
+        plot_training(tmp_path)
