@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+
+from meta_rl.trainer import TrainingError
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
@@ -159,37 +162,64 @@ def cmd_check_env(args) -> int:
     return 0 if report.passed else 1
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    """Refuse to overwrite a run unless ``force``; with ``force``, remove the old run's files."""
+def _check_out(out: Path, force: bool) -> list[Path]:
+    """The old run files in ``out`` that ``--force`` replaces; refuse what must not be touched.
+
+    Only a folder holding a run (a checkpoint or metrics) is ever replaced, and only the files
+    a run writes (:data:`RUN_FILES`); anything else there is left alone.
+    """
+    from meta_rl.trainer import holds_run
+
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} exists and is not a directory; choose another path")
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and not force:
-        raise CLIError(f"--out {out} already holds a run ({', '.join(existing)}); continue it with "
-                       f"--resume {out}, overwrite it with --force, or choose another --out")
-    if force:
-        for name in existing:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    existing = [out / name for name in RUN_FILES if (out / name).exists()]
+    if holds_run(out):
+        if not force:
+            raise CLIError(f"--out {out} already holds a run; continue it with --resume {out}, "
+                           "replace it with --force, or choose another --out")
+        return existing
+    if existing:  # files with a run's names, but no run: not ours to delete
+        raise CLIError(f"--out {out} has {', '.join(p.name for p in existing)} but no run "
+                       "(no checkpoint.pt or metrics.jsonl); choose another --out")
+    return []
+
+
+def _resume_overrides(args) -> dict:
+    """The flags ``--resume`` accepts (:attr:`Trainer.RESUMABLE`); any other is an error."""
+    from meta_rl.trainer import Trainer
+
+    given = {k for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    refused = sorted(given - set(Trainer.RESUMABLE))
+    refused += [k for k in ("preset", "config", "out", "force") if getattr(args, k)]
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        allowed = ", ".join("--" + k.replace("_", "-") for k in Trainer.RESUMABLE)
+        raise CLIError(f"--resume continues a run with its saved config; {flags} cannot be given "
+                       f"with it (only {allowed} can)")
+    return {k: getattr(args, k) for k in given}
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def cmd_train(args) -> int:
     from rich.console import Console
 
+    from meta_rl.checkpoint import load_checkpoint
     from meta_rl.progress import TrainingProgress, summary_table
-    from meta_rl.trainer import Trainer, TrainingError
+    from meta_rl.trainer import Trainer
 
     console = Console()
     if args.resume:
-        overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
-        extra = sorted(set(overrides) - {"iterations", "threads", "num_workers"})
-        if extra or args.preset or args.config or args.out:
-            raise CLIError("--resume continues a run with its saved config; only --iterations, "
-                           f"--threads and --num-workers may change (got {', '.join(extra) or 'a config'})")
-        trainer = Trainer.resume(args.resume, iterations=overrides.get("iterations"),
-                                 threads=overrides.get("threads"),
-                                 num_workers=overrides.get("num_workers"))
+        overrides = _resume_overrides(args)
         out = Path(args.resume)
+        state = load_checkpoint(out)
+        total = overrides.get("iterations", state["config"]["iterations"])
+        if state["iteration"] >= total:
+            raise CLIError(f"the run in {out} has already done {state['iteration']} of {total} "
+                           "iterations; pass a larger --iterations with --resume to continue")
+        trainer = Trainer.resume(out, **overrides)
     else:
         config = resolve_config(args)
         config.resolved_device()  # --device cuda without CUDA: fail before writing anything
@@ -198,16 +228,13 @@ def cmd_train(args) -> int:
         envs.registry.family_class(config.env)
         default_out = Path("runs") / f"{config.env.replace(':', '.')}-{config.algo}-s{config.seed}"
         out = Path(args.out) if args.out else default_out
-        if not args.force:
-            _prepare_out(out, force=False)  # refuse before building anything
-        trainer = Trainer(config, out)  # builds (and so validates) everything; writes nothing yet
-        if args.force:
-            _prepare_out(out, force=True)
+        old = _check_out(out, args.force)  # refuse before building anything
+        trainer = Trainer(config, out, overwrite=args.force)  # builds (validates); writes nothing
+        for path in old:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    # `kill` and job schedulers send SIGTERM: take the Ctrl-C path (checkpoint, then exit)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     c = trainer.config
-    if trainer.iteration >= c.iterations:
-        trainer.close()
-        raise CLIError(f"the run in {out} has already done {trainer.iteration} of {c.iterations} "
-                       "iterations; pass --iterations N (larger) with --resume to continue")
     console.print(f"[bold]meta-rl train[/]: {c.algo} ({c.outer_name}) on {c.env}, "
                   f"T={c.meta_batch} E={c.episodes} K={c.inner_steps}, device "
                   f"{trainer.setup.device}, out {out}", highlight=False)
@@ -232,14 +259,13 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from rich.console import Console
 
-    from meta_rl.evaluation import METHODS, evaluate
+    from meta_rl.evaluation import check_methods, evaluate
     from meta_rl.report import print_eval, write_eval
 
-    methods = tuple(m.strip() for m in args.baselines.split(",") if m.strip())
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown or not methods:
-        raise CLIError(f"--baselines must be a comma-separated subset of {','.join(METHODS)}, "
-                       f"got {args.baselines!r}")
+    try:
+        methods = check_methods(args.baselines)
+    except ValueError as exc:
+        raise CLIError(f"--baselines: {exc}") from None
     console = Console()
     result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                       seed=args.seed, methods=methods, device=args.device,
@@ -319,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-kl", type=_positive_float, help="TRPO trust region")
     p.add_argument("--fisher-fraction", type=_positive_float,
                    help="TRPO: fraction of episodes for curvature products, in (0, 1]")
-    p.add_argument("--first-order", action="store_true", default=None, help="first-order MAML")
+    p.add_argument("--first-order", action=argparse.BooleanOptionalAction, default=None,
+                   help="first-order MAML (--no-first-order undoes a preset's)")
     p.add_argument("--hidden", type=_hidden, help="hidden sizes, e.g. 100,100")
     p.add_argument("--horizon", type=_positive_int, help="episode length (family default if unset)")
     p.add_argument("--seed", type=_nonnegative_int)
@@ -360,11 +387,11 @@ def seed_global_rngs(argv: Sequence[str]) -> None:
     import torch
 
     seed = 0
-    if "--seed" in argv[:-1]:
-        try:
-            seed = int(argv[list(argv).index("--seed") + 1])
-        except ValueError:
-            pass  # the parser reports the bad value
+    for i, arg in enumerate(argv):  # the last --seed wins, as in argparse
+        text = arg[len("--seed="):] if arg.startswith("--seed=") else (
+            argv[i + 1] if arg == "--seed" and i + 1 < len(argv) else None)
+        if text is not None and text.isdigit():
+            seed = int(text)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -379,13 +406,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (CLIError, ValueError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"meta-rl: error: {message}", file=sys.stderr)
-        return USAGE_ERROR
-    except ImportError as exc:  # e.g. a MuJoCo family without mujoco: the message says the fix
+    except BrokenPipeError:  # e.g. `meta-rl presets | head`: the reader left; say nothing
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except (CLIError, ValueError, ImportError, OSError) as exc:
+        # ValueError: bad input named by the library; ImportError: e.g. a MuJoCo family without
+        # mujoco (the message gives the pip command); OSError: an unwritable or missing path
         print(f"meta-rl: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return USAGE_ERROR
+    except TrainingError as exc:  # non-finite values (e.g. while pretraining a baseline)
+        print(f"meta-rl: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("meta-rl: interrupted", file=sys.stderr)
         return INTERRUPTED

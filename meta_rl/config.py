@@ -19,6 +19,10 @@ from meta_rl.inner import ReturnsConfig
 
 DEFAULT_OUTER = {"maml": "trpo", "metasgd": "trpo", "reptile": "sgd"}
 
+#: fields that say how a run executes, not what it computes (on one device): a resumed run may
+#: change them, and two configs that differ only in them describe the same experiment
+RUNTIME_FIELDS = ("device", "threads", "num_workers", "checkpoint_every")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

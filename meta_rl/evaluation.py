@@ -48,7 +48,7 @@ tasks never come from a seed training used. (Families with finitely many tasks, 
 
 Confidence intervals: per-task mean returns ``r_1..r_n`` give ``mean(r) +/- q * std(r) /
 sqrt(n)`` with ``q`` the 0.975 quantile of Student's t with ``n - 1`` degrees of freedom when
-SciPy is installed, else 1.96. With one task the half-width is 0.
+SciPy is installed, else 1.96. With one task there is no interval (NaN, ``null`` in JSON).
 
 Everything is deterministic for a seed on CPU.
 """
@@ -71,8 +71,8 @@ import torch
 import envs
 from meta_rl.algorithms import MetaLearner, make_learner
 from meta_rl.checkpoint import CHECKPOINT, load_checkpoint
-from meta_rl.config import TrainConfig
-from meta_rl.trainer import Setup, Trainer, build, iteration_seed
+from meta_rl.config import RUNTIME_FIELDS, TrainConfig
+from meta_rl.trainer import Setup, Trainer, build, iteration_seed, restore_learner
 
 METHODS = ("meta", "random", "pretrained", "ppo")
 """every method :func:`evaluate` knows, in report order"""
@@ -80,8 +80,6 @@ EVAL_TAG = 0xE7A1
 """spawn key that separates evaluation seeds from training's ``SeedSequence([seed, i])``"""
 PRETRAINED_DIR = "pretrained"
 """sub-directory of a run that caches the pretrained baseline"""
-RUNTIME_KEYS = ("device", "threads", "num_workers", "checkpoint_every")
-"""config keys that do not change what the pretrained baseline learns"""
 
 Progress = Callable[[str], None]
 
@@ -218,8 +216,8 @@ def mean_ci95(values) -> tuple[float, float]:
     if x.size == 0:
         raise ValueError("mean_ci95 needs at least one value")
     mean = float(x.mean())
-    if x.size < 2:
-        return mean, 0.0
+    if x.size < 2:  # one task: no interval (written as null, shown without one)
+        return mean, float("nan")
     t = _t_quantile()
     q = float(t.ppf(0.975, x.size - 1)) if t is not None else 1.96
     return mean, float(q * x.std(ddof=1) / math.sqrt(x.size))
@@ -272,7 +270,7 @@ def pretrained_config(config: TrainConfig, iterations: int) -> TrainConfig:
 
 def _comparable(config_dict: dict) -> dict:
     d = TrainConfig.from_dict(config_dict).to_dict()
-    return {k: v for k, v in d.items() if k not in RUNTIME_KEYS}
+    return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
 
 
 def pretrained_params(run_dir: Path, config: TrainConfig, progress: Progress | None = None):
@@ -446,7 +444,7 @@ def evaluate(
     with preserved_globals():
         setup = build(eval_config, eval_config.resolved_device())
         try:
-            setup.learner.load_state_dict(state["learner"])
+            restore_learner(setup.learner, state, run_dir / CHECKPOINT)
             held_out = setup.family.sample_tasks(tasks, seed=task_seed)
             results: dict[str, MethodResult] = {}
             for name in methods:

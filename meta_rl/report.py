@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from meta_rl.checkpoint import atomic_write
 
 LABELS = {
     "meta": "meta-learned",
@@ -52,27 +52,14 @@ def _finite(value):
     return value
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # -- console --------------------------------------------------------------------------------------
 
 
 def _cell(mean, ci, compact: bool) -> str:
-    if mean is None or ci is None:
+    if mean is None or not math.isfinite(mean):
         return "-"
+    if ci is None or not math.isfinite(ci):  # one task: no interval
+        return f"{mean:.2f}"
     return f"{mean:.2f}{chr(10) if compact else ' '}± {ci:.2f}"
 
 
@@ -114,7 +101,7 @@ def write_eval(result, out_dir: str | Path) -> dict[str, Path]:
     d = _finite(_as_dict(result))
     data = json.dumps(d, indent=2, allow_nan=False).encode() + b"\n"
     json_path = out_dir / "eval.json"
-    _atomic_write(json_path, lambda f: f.write(data))
+    atomic_write(json_path, lambda f: f.write(data))
     png_path = out_dir / "adaptation.png"
     plot_adaptation(d, png_path)
     return {"json": json_path, "png": png_path}
@@ -130,7 +117,7 @@ def _figure(size=(6.4, 4.4)):
 
 
 def _save(fig, path: Path) -> None:
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
 
 
 def plot_adaptation(result, path: str | Path) -> Path:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,19 @@ import yaml
 import envs
 from meta_rl.algorithms import MetaLearner, make_learner
 from meta_rl.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from meta_rl.config import TrainConfig
+from meta_rl.config import RUNTIME_FIELDS, TrainConfig
 from meta_rl.outer import NonFiniteError
 from meta_rl.policies import Policy, make_policy
 from meta_rl.sampling import Sampler, make_sampler
+
+
+METRICS = "metrics.jsonl"
+
+
+def _strict_json(record: dict) -> dict:
+    """Non-finite floats as ``null``: ``metrics.jsonl`` stays strict JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in record.items()}
 
 
 class TrainingError(RuntimeError):
@@ -70,10 +81,28 @@ def build(config: TrainConfig, device: torch.device | None = None) -> Setup:
     return Setup(config, family, policy, sampler, learner, device)
 
 
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run (a checkpoint or metrics written by a :class:`Trainer`)."""
+    return (folder / CHECKPOINT).exists() or (folder / METRICS).exists()
+
+
+def restore_learner(learner: MetaLearner, state: dict, path: Path) -> None:
+    """Load a checkpoint's learner state, or raise a ``ValueError`` naming the checkpoint."""
+    try:
+        learner.load_state_dict(state["learner"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"checkpoint {path} does not fit its own config ({type(exc).__name__}: {exc}); "
+            "it is damaged or from another version"
+        ) from None
+
+
 class Trainer:
     """Runs meta-iterations for ``config`` and writes the run directory ``out``.
 
-    ``callbacks`` receive each iteration's metrics dict (the console report is one).
+    ``callbacks`` receive each iteration's metrics dict (the console report is one). A new
+    trainer refuses an ``out`` that already holds a run unless ``overwrite`` (then the old
+    metrics are replaced); :meth:`resume` continues one.
     """
 
     def __init__(
@@ -81,9 +110,15 @@ class Trainer:
         config: TrainConfig,
         out: str | Path | None = None,
         callbacks: list[Callable[[dict], None]] | None = None,
+        overwrite: bool = False,
     ):
         self.config = config
         self.out = Path(out) if out is not None else None
+        if self.out is not None and not overwrite and holds_run(self.out):
+            raise ValueError(
+                f"{self.out} already holds a run; continue it with Trainer.resume (CLI: --resume), "
+                "replace it with overwrite=True (CLI: --force), or choose another directory"
+            )
         self.callbacks = list(callbacks or [])
         if config.threads is not None:
             torch.set_num_threads(config.threads)
@@ -92,8 +127,8 @@ class Trainer:
         self.totals = {"env_steps": 0, "wall_s": 0.0}
         self._writer = None
 
-    #: config fields a resumed run may change (they do not alter what is computed)
-    RESUMABLE = ("iterations", "threads", "num_workers", "checkpoint_every")
+    #: config fields a resumed run may change: its length, and how (not what) it computes
+    RESUMABLE = ("iterations", *(f for f in RUNTIME_FIELDS if f != "device"))
 
     @classmethod
     def resume(cls, out: str | Path, callbacks=None, **overrides) -> "Trainer":
@@ -107,14 +142,14 @@ class Trainer:
         if fixed:
             raise ValueError(f"a resumed run keeps its config; {', '.join(fixed)} cannot change "
                              f"(only {', '.join(cls.RESUMABLE)} can)")
-        state = load_checkpoint(Path(out) / CHECKPOINT)
+        path = Path(out) / CHECKPOINT
+        state = load_checkpoint(path)
         config = TrainConfig.from_dict({**state["config"], **overrides})
-        trainer = cls(config, out, callbacks)
-        trainer.setup.learner.load_state_dict(state["learner"])
+        trainer = cls(config, out, callbacks, overwrite=True)
+        restore_learner(trainer.setup.learner, state, path)
         trainer.iteration = state["iteration"]
         trainer.totals = dict(state["totals"])
         torch.set_rng_state(state["rng"])
-        trainer._truncate_metrics()
         return trainer
 
     # -- the loop -------------------------------------------------------------------------------
@@ -143,7 +178,8 @@ class Trainer:
                     self._checkpoint()
                     raise TrainingError(
                         f"training stopped at iteration {i + 1}: {exc}. The last good state "
-                        f"(iteration {i}) is in the checkpoint; try a smaller learning rate or max_kl."
+                        f"(iteration {i}) is in the checkpoint; start a new run with a smaller "
+                        "learning rate or max_kl."
                     ) from None
                 totals = {"env_steps": self.totals["env_steps"] + metrics["env_steps"],
                           "wall_s": self.totals["wall_s"] + time.perf_counter() - start}
@@ -181,6 +217,7 @@ class Trainer:
         if self.out is None:
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        self._truncate_metrics()
         with open(self.out / "config.yaml", "w") as f:
             yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
         from torch.utils.tensorboard import SummaryWriter
@@ -189,8 +226,8 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         if self.out is not None:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            with open(self.out / METRICS, "a") as f:
+                f.write(json.dumps(_strict_json(record)) + "\n")
             for key, value in record.items():
                 if key != "iteration" and isinstance(value, (int, float)):
                     self._writer.add_scalar(f"meta/{key}", value, record["iteration"])
@@ -198,13 +235,28 @@ class Trainer:
             cb(record)
 
     def _truncate_metrics(self) -> None:
-        """Drop metric lines past the checkpoint (iterations that will be recomputed)."""
-        path = self.out / "metrics.jsonl" if self.out else None
-        if path is None or not path.exists():
+        """Keep the metric lines up to the checkpoint's iteration (none for a fresh run).
+
+        Later lines belong to iterations that will be recomputed; a last line cut short by a
+        killed process is dropped too. The file is replaced atomically.
+        """
+        path = self.out / METRICS
+        if not path.exists():
             return
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln)["iteration"] <= self.iteration]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        keep = []
+        for n, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if n == len(lines):  # a write cut short: past the checkpoint anyway
+                    break
+                raise ValueError(f"{path} line {n} is not JSON; fix or remove that line") from None
+            if record.get("iteration", 0) <= self.iteration:
+                keep.append(line)
+        tmp = path.with_name(f".{METRICS}.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        os.replace(tmp, path)
 
     def state(self) -> dict:
         return {

@@ -24,9 +24,11 @@ from gymnasium.vector.utils import batch_space
 from envs import TaskFamily
 
 
-def _worker(conn, family: TaskFamily) -> None:
+def _worker(conn, family: TaskFamily, parent_ends: list = ()) -> None:
     import torch
 
+    for end in parent_ends:
+        end.close()
     torch.set_num_threads(1)
     envs: list[gym.Env] = []
     done = np.zeros(0, dtype=bool)
@@ -102,7 +104,10 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         for _ in range(workers):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, self.family), daemon=True)
+            # the child closes every parent end it inherited, so that when the main process
+            # dies (even by SIGKILL) its pipe reaches EOF and the worker exits
+            proc = ctx.Process(target=_worker, args=(child, self.family, [parent, *self._conns]),
+                               daemon=True)
             proc.start()
             child.close()
             self._procs.append(proc)

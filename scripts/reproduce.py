@@ -28,8 +28,8 @@ from rich.console import Console  # noqa: E402
 
 from meta_rl.checkpoint import load_checkpoint  # noqa: E402
 from meta_rl.cli import load_yaml_config, seed_global_rngs  # noqa: E402
-from meta_rl.config import TrainConfig  # noqa: E402
-from meta_rl.evaluation import evaluate  # noqa: E402
+from meta_rl.config import RUNTIME_FIELDS, TrainConfig  # noqa: E402
+from meta_rl.evaluation import check_methods, evaluate  # noqa: E402
 from meta_rl.progress import TrainingProgress  # noqa: E402
 from meta_rl.report import write_eval  # noqa: E402
 from meta_rl.trainer import Trainer  # noqa: E402
@@ -69,9 +69,10 @@ def train(config: TrainConfig, out: Path, console: Console) -> dict:
     """Train ``config`` into ``out`` (reusing or resuming what is there); the checkpoint's state."""
     if (out / "checkpoint.pt").exists():
         state = load_checkpoint(out)
-        saved = TrainConfig.from_dict(state["config"])
-        same = {**saved.to_dict(), "iterations": config.iterations} == config.to_dict()
-        if not same:
+        def experiment(c: dict) -> dict:  # what is computed, not how long or where
+            return {k: v for k, v in c.items() if k not in ("iterations", *RUNTIME_FIELDS)}
+
+        if experiment(state["config"]) != experiment(config.to_dict()):
             raise SystemExit(f"error: {out} holds a run with another config; remove it or pass --out")
         if state["iteration"] >= config.iterations:
             console.print(f"reusing {out} ({state['iteration']} iterations)")
@@ -149,9 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    methods = tuple(m for m in args.baselines.split(",") if m)
-    if "meta" not in methods:
-        methods = ("meta", *methods)
+    try:  # check everything evaluation needs before hours of training
+        methods = check_methods(f"meta,{args.baselines}")
+    except ValueError as exc:
+        parser.error(f"--baselines: {exc}")
+    for name in ("tasks", "episodes", "steps", "iterations"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "steps" else 1):
+            parser.error(f"--{name} must be {'>= 0' if name == 'steps' else 'positive'}, got {value}")
+    if any(seed < 0 for seed in seeds):
+        parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
 
     console = Console()
     rows: dict[str, list[dict]] = {}

@@ -123,6 +123,36 @@ def test_force_replaces_a_run(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
 
 
+def test_force_never_deletes_a_folder_that_holds_no_run(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("mine: 1\n")
+    (tmp_path / "tensorboard").mkdir()
+    before = snapshot(tmp_path)
+    assert main(["train", *TINY, "--out", str(tmp_path), "--force"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "but no run")
+    assert snapshot(tmp_path) == before
+
+
+def test_damaged_checkpoint_is_one_line(trained, tmp_path, capsys):
+    state = load_checkpoint(trained)
+    for broken, expected in (({k: v for k, v in state.items() if k != "config"}, "lacks config"),
+                             ({**state, "learner": {"params": {"bogus": torch.zeros(1)}}},
+                              "does not fit its own config")):
+        torch.save(broken, tmp_path / "checkpoint.pt")
+        for argv in (["train", "--resume", str(tmp_path), "--iterations", "9"],
+                     ["evaluate", str(tmp_path), "--baselines", "meta"]):
+            assert main(argv) == 2
+            assert_one_line_error(capsys.readouterr().err, expected)
+
+
+def test_resume_drops_a_metrics_line_cut_short(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--iterations", "2", *TINY, "--out", str(out)]) == 0
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 3, "pre_adapt_ret')  # a write killed halfway
+    assert main(["train", "--resume", str(out), "--iterations", "3"]) == 0
+    assert [r["iteration"] for r in metrics(out)] == [1, 2, 3]
+
+
 def test_resume_without_or_with_corrupt_checkpoint(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert_one_line_error(capsys.readouterr().err, "no checkpoint at")
@@ -236,7 +266,7 @@ def test_evaluate_writes_json_png_and_table(trained, capsys):
     (["--tasks", "0"], "--tasks: must be a positive integer"),
     (["--episodes", "-1"], "--episodes: must be a positive integer"),
     (["--steps", "x"], "--steps: must be an integer >= 0"),
-    (["--baselines", "meta,magic"], "--baselines must be a comma-separated subset"),
+    (["--baselines", "meta,magic"], "--baselines: unknown evaluation method(s) 'magic'"),
 ])
 def test_bad_evaluate_input_is_one_line(flags, expected, trained, capsys):
     before = snapshot(trained)

@@ -53,3 +53,37 @@ def test_same_seed_same_metrics_and_different_seed_differs():
     assert a == b
     assert a != c
     assert all(math.isfinite(r["lr_mean"]) for r in a)
+
+
+def test_trainer_refuses_an_existing_run_unless_overwrite(tmp_path):
+    config = TrainConfig(iterations=2, **TINY)
+    Trainer(config, tmp_path).train()
+    with pytest.raises(ValueError, match="already holds a run"):
+        Trainer(config, tmp_path)
+    Trainer(config, tmp_path, overwrite=True).train()  # replaces, never appends
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2]
+
+
+def test_ctrl_c_mid_iteration_checkpoints_the_last_whole_iteration(tmp_path):
+    trainer = Trainer(TrainConfig(iterations=5, **TINY), tmp_path)
+    learner, calls = trainer.setup.learner, {"n": 0}
+    real_outer_step = learner.outer_step
+
+    def interrupted(*args):  # the third outer step updates the parameters, then Ctrl-C lands
+        calls["n"] += 1
+        info = real_outer_step(*args)
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return info
+
+    learner.outer_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    state = load_checkpoint(tmp_path)
+    assert state["iteration"] == 2
+    # the checkpoint equals an uninterrupted run's after two iterations, not the half-done third
+    reference = Trainer(TrainConfig(iterations=2, **TINY))
+    reference.train()
+    expected = reference.setup.learner.state_dict()["params"]
+    assert all(torch.equal(state["learner"]["params"][k], expected[k]) for k in expected)
