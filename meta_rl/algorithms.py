@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from meta_rl.inner import Adaptation, ReturnsConfig, adapt, detach, first_episodes, readapt
+from meta_rl.inner import (Adaptation, ReturnsConfig, adapt, detach, readapt,
+                           subsample_adaptation)
 from meta_rl.outer import AdamOuter, MetaObjective, NonFiniteError, TRPOOuter
 from meta_rl.policies import Params, Policy
 from meta_rl.returns import compute_advantages
@@ -51,7 +52,8 @@ class AlgoConfig:
     ls_max_steps: int = 15
     ls_backtrack: float = 0.8
     fisher_fraction: float = 1.0
-    """fraction of validation episodes used for TRPO's curvature products"""
+    """fraction of every episode's time steps (evenly spaced; inner-loop and validation data)
+    used for TRPO's curvature products"""
     cg_warm_start: bool = False
     """start CG from the previous iteration's direction"""
     returns: ReturnsConfig = ReturnsConfig()
@@ -88,9 +90,9 @@ class MetaLearner:
         raise ValueError(f"{self.name} supports outer 'trpo' or 'adam', got {c.outer!r}")
 
     def outer_step(self, tasks: list, adaptation: Adaptation, valid, valid_adv) -> dict:
-        def re(values, keep=None, graph=False):
+        def re(values, fraction=None, graph=False):
             params, lr = self._from_meta(values)
-            data = adaptation if keep is None else first_episodes(adaptation, keep)
+            data = adaptation if fraction is None else subsample_adaptation(adaptation, fraction)
             first_order = self.config.first_order or not graph
             return readapt(self.policy, params, data, lr, first_order)
 

@@ -18,6 +18,7 @@ the MAML paper.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -135,6 +136,37 @@ def readapt(
     for ep, adv in zip(adaptation.episodes, adaptation.advantages):
         params = inner_step(policy, params, ep, adv, lr, first_order)
     return params
+
+
+def step_index(horizon: int, fraction: float) -> Tensor | None:
+    """``ceil(fraction * horizon)`` evenly spaced time steps ``floor(i * horizon / n)``, or
+    ``None`` when that is every step (a subsample for TRPO's curvature products)."""
+    n = min(horizon, max(1, math.ceil(fraction * horizon)))
+    if n == horizon:
+        return None
+    return torch.arange(n) * horizon // n
+
+
+def subsample_steps(episodes: Episodes, index: Tensor) -> Episodes:
+    """The steps ``index`` of every episode (``last_obs`` unchanged). Enough to recompute a
+    loss on them; not to recompute returns (the time structure is gone)."""
+    index = index.to(episodes.obs.device)
+    return Episodes(*(x.index_select(2, index) for x in episodes[:6]), episodes.last_obs)
+
+
+def subsample_adaptation(adaptation: Adaptation, fraction: float) -> Adaptation:
+    """The same adaptation data restricted to :func:`step_index` of every episode: what
+    :func:`readapt` needs to re-run the inner loop on a ``fraction`` of the states."""
+    episodes, advantages = [], []
+    for ep, adv in zip(adaptation.episodes, adaptation.advantages):
+        index = step_index(ep.horizon, fraction)
+        if index is None:
+            episodes.append(ep)
+            advantages.append(adv)
+        else:
+            episodes.append(subsample_steps(ep, index))
+            advantages.append(adv.index_select(2, index.to(adv.device)))
+    return Adaptation(adaptation.params, episodes, advantages)
 
 
 def first_episodes(adaptation: Adaptation, keep: int) -> Adaptation:

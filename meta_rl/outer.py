@@ -13,9 +13,23 @@ zero, so its Hessian w.r.t. the meta-parameters is exactly ``J^T F J``: ``J`` th
 map meta-parameters -> policy outputs on the validation states (through the inner loop), ``F`` the
 closed-form Fisher of the adapted policy's distribution. We build ``J^T u`` once per iteration
 with ``create_graph`` (a "linearisation" that every CG iteration reuses), obtain ``J v`` by
-differentiating that linear map w.r.t. ``u``, and apply ``F`` analytically. Products can use a
-subsample of the validation episodes (``fisher_fraction``); the line search always checks the
-exact KL on all of them.
+differentiating that linear map w.r.t. ``u``, and apply ``F`` analytically; ``J^T (F J v)`` is one
+reverse pass over the graph of the adapted policy's outputs, built once per iteration and shared
+with the meta-gradient. (Forward-mode ``J v`` -- ``torch.func.jvp`` through a functional inner
+step, or ``torch.func.linearize`` -- does the same matrix products and measured no faster here;
+``linearize`` also costs about a second of tracing per iteration: see ``docs/benchmarks.md``.)
+
+Products can use a subsample of the states (``fisher_fraction``): ``J`` and ``F`` are then
+estimated on evenly spaced time steps of every episode (:func:`~meta_rl.inner.step_index`), of
+the inner-loop data and of the validation data alike, but *at the exact adapted parameters*: the
+re-adaptation on the subsample only supplies the derivative (``adapted + (sub - sub.detach())``),
+so ``F`` is the Fisher of the policy that sampled the validation episodes. The estimate
+``J_s^T F_s J_s`` stays positive semi-definite, and each product costs about ``fisher_fraction``
+of a full one. Steps spread over all episodes rather than whole episodes: states along one
+episode are correlated, and measured on Navigation2D the first fifth of the episodes slowed
+learning where every fifth step did not (``docs/benchmarks.md``). The line search always checks
+the exact KL on all states. ``s^T H s`` for the step size comes from CG's own residual
+(``H x = b - r``), not from an extra product.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from meta_rl.inner import step_index, subsample_steps
 from meta_rl.policies import Dist
 
 
@@ -56,6 +71,22 @@ def conjugate_gradient(
 
     Starts from ``x0`` when given (warm start). Returns ``x`` and the final residual norm.
     """
+    x, r = cg_solve(avp, b, iters, x0, tol)
+    return x, float(r.norm())
+
+
+def cg_solve(
+    avp: Callable[[Tensor], Tensor],
+    b: Tensor,
+    iters: int,
+    x0: Tensor | None = None,
+    tol: float = 1e-10,
+) -> tuple[Tensor, Tensor]:
+    """:func:`conjugate_gradient`, returning ``x`` and the residual ``r = b - A x`` itself.
+
+    ``r`` is CG's recursively updated residual, so ``A x = b - r`` comes without another
+    product (exact in exact arithmetic). ``iters`` products, plus one for a warm start.
+    """
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b.clone() if x0 is None else b - avp(x)
     p = r.clone()
@@ -70,18 +101,22 @@ def conjugate_gradient(
         rr_new = torch.dot(r, r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x, float(rr.sqrt())
+    return x, r
 
 
 class MetaObjective:
     """Post-adaptation surrogate and KL of one meta-batch, as functions of the meta-parameters.
 
     ``adapted``: per-task adapted parameters with their graph to ``meta`` (the list of
-    meta-parameter tensors); ``readapt(meta_values, keep, graph)`` recomputes them from the first
-    ``keep`` inner-loop episodes of each task (all when ``None``), with a graph to
-    ``meta_values`` when ``graph``. ``valid``/``valid_adv``: episodes sampled with the adapted policy and their
-    advantages. The surrogate is ``-mean_t mean_valid[ratio * A]``, the ratio taken against the
-    adapted policy that sampled ``valid``.
+    meta-parameter tensors); ``readapt(meta_values, fraction, graph)`` recomputes them from the
+    inner-loop data (restricted to :func:`~meta_rl.inner.subsample_adaptation`'s ``fraction`` of
+    the states unless ``fraction`` is ``None``), with a graph to ``meta_values`` when ``graph``.
+    ``valid``/``valid_adv``: episodes sampled with the adapted policy and their advantages.
+    The surrogate is ``-mean_t mean_valid[ratio * A]``, the ratio taken against the adapted
+    policy that sampled ``valid``.
+
+    The policy's outputs on all validation states are computed once, with their graph to
+    ``meta``; :meth:`surrogate`, its gradient and the full-data curvature products all reuse it.
     """
 
     def __init__(self, policy, meta: list[Tensor], adapted, readapt, valid, valid_adv):
@@ -89,17 +124,27 @@ class MetaObjective:
         self.valid, self.adv = valid, valid_adv
         mask = valid.mask
         self.weights = mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
+        self.dist = policy.dist(adapted, valid.obs)  # with its graph to meta (when it has one)
+        self.old = Dist(*(None if t is None else t.detach() for t in self.dist))
         with torch.no_grad():
-            d = policy.dist({k: v.detach() for k, v in adapted.items()}, valid.obs)
-            self.old = Dist(d.loc.detach(), None if d.log_std is None else d.log_std.detach())
             self.old_logp = policy.log_prob(self.old, valid.actions)
 
     def loss_kl(self, params) -> tuple[Tensor, Tensor]:
-        d = self.policy.dist(params, self.valid.obs)
+        return self._loss_kl(self.policy.dist(params, self.valid.obs))
+
+    def _loss_kl(self, d: Dist) -> tuple[Tensor, Tensor]:
         ratio = torch.exp(self.policy.log_prob(d, self.valid.actions) - self.old_logp)
         loss = -(ratio * self.adv * self.weights).sum()
         kl = (self.policy.kl(self.old, d) * self.weights).sum()
         return loss, kl
+
+    def surrogate(self) -> Tensor:
+        """The surrogate at the adapted parameters, differentiable w.r.t. ``meta``.
+
+        Equals ``loss_kl(adapted)[0]`` without another forward pass. Differentiate it with
+        ``retain_graph=True`` to compute curvature products afterwards at ``fisher_fraction`` 1.
+        """
+        return self._loss_kl(self.dist)[0]
 
     def at(self, meta_values: list[Tensor]) -> tuple[float, float]:
         """Surrogate and KL after re-adapting from ``meta_values`` (no outer graph)."""
@@ -108,20 +153,32 @@ class MetaObjective:
             loss, kl = self.loss_kl(params)
         return float(loss), float(kl)
 
+    def uses_all_states(self, fraction: float) -> bool:
+        """Whether curvature products at ``fisher_fraction`` ``fraction`` use every state (and
+        with it the graph of :attr:`dist`)."""
+        return step_index(self.valid.horizon, fraction) is None
+
     def fisher_hvp(self, fraction: float, damping: float) -> Callable[[Tensor], Tensor]:
         """``v -> (J^T F J + damping I) v``, the mean KL's Hessian at the old meta-parameters.
 
-        With ``fraction < 1`` both ``J`` (through the inner loop) and ``F`` are estimated on the
-        first ``ceil(fraction * E)`` episodes of each task, which cuts the cost of every product
-        by about that fraction.
+        With ``fraction < 1`` both ``J`` (through the inner loop) and ``F`` are estimated on
+        ``ceil(fraction * H)`` evenly spaced time steps of every episode (inner-loop and
+        validation data), which cuts the cost of every product by about that fraction. The
+        estimate is taken at the exact adapted parameters: re-adapting on the subsample gives
+        ``sub(meta)``, whose derivative (not value) replaces that of the adapted parameters. With
+        more than one inner step the Jacobians of the later steps are those of the subsample's
+        own trajectory.
         """
-        E = self.valid.episodes_per_task
-        keep = max(1, math.ceil(fraction * E))
-        obs = self.valid.obs[:, :keep]
-        mask = self.valid.mask[:, :keep]
-        weights = mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
-        adapted = self.adapted if keep == E else self.readapt(self.meta, keep, True)
-        d = self.policy.dist(adapted, obs)
+        index = step_index(self.valid.horizon, fraction)
+        if index is None:
+            d, weights = self.dist, self.weights
+        else:
+            valid = subsample_steps(self.valid, index)
+            mask = valid.mask
+            weights = mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
+            sub = self.readapt(self.meta, fraction, True)
+            adapted = {k: self.adapted[k].detach() + (v - v.detach()) for k, v in sub.items()}
+            d = self.policy.dist(adapted, valid.obs)
         outputs = [t for t in d if t is not None]
         old = Dist(*(None if t is None else t.detach() for t in d))
         dummies = [torch.zeros_like(t, requires_grad=True) for t in outputs]
@@ -151,7 +208,7 @@ class AdamOuter:
         self.max_grad_norm = max_grad_norm
 
     def step(self, objective: MetaObjective) -> dict[str, float]:
-        loss, kl = objective.loss_kl(objective.adapted)
+        loss = objective.surrogate()
         self.opt.zero_grad(set_to_none=True)
         grads = torch.autograd.grad(loss, self.meta)
         loss0, gnorm = float(loss.detach()), float(flat(list(grads)).norm())
@@ -192,8 +249,10 @@ class TRPOOuter:
         self._last_dir: Tensor | None = None
 
     def step(self, objective: MetaObjective) -> dict[str, float]:
-        loss, _ = objective.loss_kl(objective.adapted)
-        grads = torch.autograd.grad(loss, self.meta, retain_graph=True)
+        loss = objective.surrogate()
+        # at fisher_fraction 1 the curvature products reuse this graph; otherwise free it now
+        full = objective.uses_all_states(self.fisher_fraction)
+        grads = torch.autograd.grad(loss, self.meta, retain_graph=full)
         g = flat(list(grads)).detach()
         loss0, gnorm = float(loss.detach()), float(g.norm())
         if not (math.isfinite(loss0) and math.isfinite(gnorm)):
@@ -203,8 +262,9 @@ class TRPOOuter:
                     "step_size": 0.0, "cg_residual": 0.0, "line_search_accepted": 0.0}
         hvp = objective.fisher_hvp(self.fisher_fraction, self.cg_damping)
         x0 = self._last_dir if (self.warm_start and self._last_dir is not None) else None
-        stepdir, residual = conjugate_gradient(hvp, g, self.cg_iters, x0)
-        shs = 0.5 * float(torch.dot(stepdir, hvp(stepdir)))
+        stepdir, r = cg_solve(hvp, g, self.cg_iters, x0)
+        residual = float(r.norm())
+        shs = 0.5 * float(torch.dot(stepdir, g - r))  # H x = g - r: no extra product
         if not (math.isfinite(shs) and shs > 0):
             raise NonFiniteError(f"TRPO curvature s^T H s = {2 * shs} is not positive and finite")
         self._last_dir = stepdir

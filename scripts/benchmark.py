@@ -1,14 +1,26 @@
 """Throughput benchmarks, one subcommand each; figures go to docs/benchmarks.md with their command.
 
     python scripts/benchmark.py envs [--device cpu|cuda] [--threads N] [--repeats R]
+    python scripts/benchmark.py meta [--threads 1,default] [--iterations N] [--algos A,B]
+        [--tasks 20,100,1000] [--device cpu|cuda] [--fisher-fraction F] [--profile]
+        [--cheetah-tasks 40] [--cheetah-episodes 20]
 
 ``envs``: environment steps per second of batched Navigation2D under a random policy (actions
 drawn by torch on the env's device every step) at T*E = 400, 4,000 and 40,000, on the CPU and,
 when there is one, the GPU; and of one raw Gymnasium HalfCheetahVel env, for reference.
 
-Each figure is the best of ``--repeats`` timed runs after a warm-up run. To add a subcommand,
-write ``add_<name>_parser(subparsers)`` that sets ``run=<function(args) -> int>`` and list it in
-``SUBCOMMANDS``.
+``meta``: seconds per meta-iteration (sampling, inner loop and outer step, as ``Trainer`` runs
+them) on Navigation2D at the MAML paper's size -- 20 tasks x 20 episodes x 100 steps, a 100x100
+ReLU policy, one inner step -- for MAML and Meta-SGD (TRPO outer step) and Reptile (SGD outer
+step), once per ``--threads`` setting of the main process; then one HalfCheetahVel iteration
+(MAML-TRPO, 40 tasks x 20 episodes x 200 steps in worker processes) with its sampler's env
+steps/s next to the raw single-env MuJoCo rate. ``--profile`` adds where MAML's time goes.
+
+Each ``envs`` figure is the best of ``--repeats`` timed runs after a warm-up run; each ``meta``
+figure the best and the median of ``--iterations`` meta-iterations after a warm-up one.
+
+To add a subcommand, write ``add_<name>_parser(subparsers)`` that sets
+``run=<function(args) -> int>`` and list it in ``SUBCOMMANDS``.
 """
 
 from __future__ import annotations
@@ -142,10 +154,303 @@ def add_envs_parser(subparsers) -> None:
     p.set_defaults(run=run_envs)
 
 
+# -- meta -----------------------------------------------------------------------------------------
+
+#: TrainConfig overrides per algorithm (the rest are the paper-size defaults below)
+META_ALGOS = {
+    "maml": dict(algo="maml", outer="trpo"),
+    "metasgd": dict(algo="metasgd", outer="trpo"),
+    "reptile": dict(algo="reptile", outer="sgd", inner_steps=1),
+}
+
+
+def thread_settings(text: str) -> list[int | None]:
+    """``"1,default"`` -> ``[1, None]`` (None: torch's default thread count)."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        out.append(None if item == "default" else positive_int(item))
+    return out
+
+
+def int_list(text: str) -> list[int]:
+    return [positive_int(x) for x in text.split(",")]
+
+
+class PhaseTimer:
+    """Wall time spent in chosen methods of one meta-iteration (inclusive; for ``--profile``)."""
+
+    def __init__(self, sync: Callable[[], None]):
+        self.sync, self.seconds, self.calls = sync, {}, {}
+        self.reference: dict[str, float] = {}  # seconds of reference passes (the floor's units)
+
+    def wrap(self, owner, name: str, label: str, on_result=None) -> None:
+        inner = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            self.sync()
+            start = time.perf_counter()
+            result = inner(*args, **kwargs)
+            self.sync()
+            self.add(label, time.perf_counter() - start)
+            return on_result(result) if on_result else result
+
+        setattr(owner, name, timed)
+
+    def add(self, label: str, seconds: float) -> None:
+        self.seconds[label] = self.seconds.get(label, 0.0) + seconds
+        self.calls[label] = self.calls.get(label, 0) + 1
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+
+def profile_learner(setup, timer: PhaseTimer) -> Callable[[], None]:
+    """Wrap the phases of ``setup``'s meta-iteration with ``timer``; returns an undo function."""
+    from meta_rl import outer
+
+    patched = [(outer.MetaObjective, name, getattr(outer.MetaObjective, name))
+               for name in ("__init__", "fisher_hvp", "at")]
+    learner = setup.learner
+
+    def timed_products(hvp):
+        def product(v):
+            timer.sync()
+            start = time.perf_counter()
+            out = hvp(v)
+            timer.sync()
+            timer.add("curvature products (CG)", time.perf_counter() - start)
+            return out
+        return product
+
+    timer.wrap(setup.sampler, "sample", "sampling (inner + validation)")
+    timer.wrap(learner, "adapt", "inner loop incl. its sampling")
+    if hasattr(learner, "_inner_kl"):
+        timer.wrap(learner, "_inner_kl", "inner-KL metric")
+    timer.wrap(learner, "outer_step", "outer step (total)")
+    timer.wrap(outer.MetaObjective, "__init__", "outer: forward on validation states")
+    timer.wrap(outer.MetaObjective, "fisher_hvp", "outer: curvature setup",
+               on_result=timed_products)
+    timer.wrap(outer.MetaObjective, "at", "outer: line-search candidates")
+
+    def undo():
+        for owner, name, value in patched:
+            setattr(owner, name, value)
+        for obj, name in ((setup.sampler, "sample"), (learner, "adapt"),
+                          (learner, "_inner_kl"), (learner, "outer_step")):
+            obj.__dict__.pop(name, None)
+
+    return undo
+
+
+def time_meta(config, iterations: int, device: str, profile: bool = False):
+    """Seconds of each of ``iterations`` meta-iterations after a warm-up one, as the trainer
+    runs them; plus env steps per iteration, sampler seconds/steps and (``profile``) phases."""
+    from meta_rl.trainer import build, iteration_seed
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    setup = build(config, torch.device(device))
+    timer = PhaseTimer(sync)
+    undo = profile_learner(setup, timer) if profile else None
+    sampled = {"seconds": 0.0, "steps": 0}
+    sample = setup.sampler.sample
+
+    def counted_sample(*args, **kwargs):
+        sync()
+        start = time.perf_counter()
+        episodes = sample(*args, **kwargs)
+        sync()
+        sampled["seconds"] += time.perf_counter() - start
+        sampled["steps"] += episodes.num_steps()
+        return episodes
+
+    setup.sampler.sample = counted_sample
+    times, steps = [], []
+    try:
+        for i in range(iterations + 1):
+            if i == 1:  # drop the warm-up iteration's figures
+                timer.reset()
+                sampled.update(seconds=0.0, steps=0)
+            seed = iteration_seed(config.seed, i)
+            tasks = setup.family.sample_tasks(config.meta_batch, seed=seed)
+            sync()
+            start = time.perf_counter()
+            metrics = setup.learner.meta_step(tasks, seed)
+            sync()
+            if i:
+                times.append(time.perf_counter() - start)
+                steps.append(metrics["env_steps"])
+        if profile:  # outside the phase totals (its sampling is not an iteration's)
+            seconds, calls = dict(timer.seconds), dict(timer.calls)
+            reference = policy_pass_times(setup, tasks, seed, sync)
+            timer.seconds, timer.calls, timer.reference = seconds, calls, reference
+    finally:
+        if undo:
+            undo()
+        setup.close()
+    return times, steps, sampled, timer
+
+
+def policy_pass_times(setup, tasks: list, seed: int, sync) -> dict[str, float]:
+    """Best-of-5 seconds of one policy forward, and of a forward+backward (the inner loop's
+    REINFORCE gradient), over the ``T x E x H`` states of one sampling: the units of the floor."""
+    from meta_rl.inner import inner_loss
+    from meta_rl.policies import batch_params
+    from meta_rl.returns import compute_advantages
+
+    learner = setup.learner
+    params = batch_params({k: v.detach() for k, v in learner.params.items()}, len(tasks))
+    episodes = setup.sampler.sample(tasks, params, seed)
+    adv = compute_advantages(episodes, *learner.config.returns)
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+
+    def forward():
+        with torch.no_grad():
+            setup.policy.dist(params, episodes.obs)
+
+    def forward_backward():
+        torch.autograd.grad(inner_loss(setup.policy, leaves, episodes, adv).sum(),
+                            list(leaves.values()))
+
+    return {"policy forward over T*E*H states": best_time(forward, 5, sync),
+            "policy forward+backward over T*E*H states": best_time(forward_backward, 5, sync)}
+
+
+def run_meta(args: argparse.Namespace) -> int:
+    from meta_rl.config import TrainConfig
+
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        print(f"error: --device must be cpu, cuda or cuda:N, got {args.device!r}", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"error: --device {args.device}, but torch sees no CUDA device (a CPU-only torch "
+              "build, or no GPU); use --device cpu", file=sys.stderr)
+        return 2
+    unknown = sorted(set(args.algos) - set(META_ALGOS))
+    if unknown:
+        print(f"error: unknown algorithm(s) {', '.join(unknown)}; choose from "
+              f"{', '.join(META_ALGOS)}", file=sys.stderr)
+        return 2
+    base = dict(env="Navigation2D", episodes=args.episodes, hidden=(100, 100), seed=0,
+                device=args.device, iterations=1)
+    if args.fisher_fraction is not None:
+        base["fisher_fraction"] = args.fisher_fraction
+    try:  # the config's own checks (fisher_fraction in (0, 1], ...) before anything runs
+        TrainConfig(**base)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    seed_everything(0)
+    default_threads = torch.get_num_threads()
+    console = Console()
+    table = Table(title="Seconds per meta-iteration, Navigation2D "
+                        f"(E={args.episodes} episodes x H=100 steps per task, 100x100 policy)",
+                  caption=machine())
+    for column in ("algo", "outer", "tasks", "device", "threads", "best s/iter",
+                   "median s/iter", "env steps/s"):
+        table.add_column(column, justify="left" if column in ("algo", "outer", "device")
+                         else "right")
+    profiles = []
+    for threads in args.threads:
+        torch.set_num_threads(threads or default_threads)
+        for tasks in args.tasks:
+            for algo in args.algos:
+                config = TrainConfig(**base, meta_batch=tasks, **META_ALGOS[algo])
+                profile = args.profile and algo == args.algos[0]
+                times, steps, _, timer = time_meta(config, args.iterations, args.device, profile)
+                best, median = min(times), float(np.median(times))
+                table.add_row(algo, config.outer_name, str(tasks), args.device,
+                              f"{torch.get_num_threads()}" + ("" if threads else " (default)"),
+                              f"{best:.3f}", f"{median:.3f}",
+                              f"{np.mean(steps) / median:,.0f}")
+                if profile:
+                    profiles.append((algo, tasks, torch.get_num_threads(), median, timer))
+    torch.set_num_threads(default_threads)
+    if args.algos:
+        console.print(table)
+    for algo, tasks, threads, median, timer in profiles:
+        console.print(profile_table(algo, tasks, threads, median, timer, args.iterations))
+    if args.cheetah_tasks and args.cheetah_episodes:
+        console.print(cheetah_table(args, base))
+    return 0
+
+
+def profile_table(algo, tasks, threads, median, timer: PhaseTimer, iterations: int) -> Table:
+    table = Table(title=f"Where {algo}'s time goes ({tasks} tasks, {threads} threads; inclusive "
+                        f"wall time per iteration, mean of {iterations})")
+    for column in ("phase", "ms / iter", "calls / iter", "share of median iteration"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    rows = [(label, seconds, timer.calls[label]) for label, seconds in timer.seconds.items()]
+    outer_total = timer.seconds.get("outer step (total)")
+    if outer_total is not None:
+        parts = sum(sec for label, sec, _ in rows if label.startswith("outer:")) + \
+            timer.seconds.get("curvature products (CG)", 0.0)
+        rows.append(("outer: the rest (meta-gradient, CG's vector ops)", outer_total - parts,
+                     iterations))
+    for label, seconds, calls in rows:
+        per = seconds / iterations
+        table.add_row(label, f"{per * 1e3:,.1f}", f"{calls / iterations:g}", f"{per / median:.0%}")
+    for label, seconds in timer.reference.items():
+        table.add_row(f"(reference) {label}", f"{seconds * 1e3:,.1f}", "", "")
+    return table
+
+
+def cheetah_table(args: argparse.Namespace, base: dict) -> Table:
+    from meta_rl.config import TrainConfig
+
+    config = TrainConfig(**{**base, "env": "HalfCheetahVel", "episodes": args.cheetah_episodes,
+                            "meta_batch": args.cheetah_tasks}, **META_ALGOS["maml"])
+    torch.set_num_threads(args.cheetah_threads or torch.get_num_threads())
+    times, steps, sampled, _ = time_meta(config, args.cheetah_iterations, args.device)
+    raw = half_cheetah_rate(repeats=3)
+    rate = sampled["steps"] / sampled["seconds"]
+    horizon = envs.make("HalfCheetahVel").horizon
+    table = Table(title=f"HalfCheetahVel, MAML-TRPO: {args.cheetah_tasks} tasks x "
+                        f"{args.cheetah_episodes} episodes x {horizon} steps, "
+                        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} workers")
+    for column in ("best s/iter", "median s/iter", "env steps / iter", "sampler steps/s",
+                   "raw single env steps/s", "sampler / raw"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{min(times):.2f}", f"{float(np.median(times)):.2f}",
+                  f"{int(np.mean(steps)):,}", f"{rate:,.0f}", f"{raw:,.0f}", f"{rate / raw:.2f}x")
+    return table
+
+
+def add_meta_parser(subparsers) -> None:
+    p = subparsers.add_parser("meta", help="seconds per meta-iteration (MAML, Meta-SGD, Reptile)")
+    p.add_argument("--threads", type=thread_settings, default=[1, None],
+                   help="main-process torch threads to try, comma-separated; 'default' is "
+                        "torch's choice (default: 1,default)")
+    p.add_argument("--iterations", type=positive_int, default=5,
+                   help="timed meta-iterations after one warm-up (default 5)")
+    p.add_argument("--algos", type=lambda t: [a for a in t.split(",") if a],
+                   default=list(META_ALGOS),
+                   help="comma-separated subset of maml,metasgd,reptile ('' for HalfCheetahVel "
+                        "only)")
+    p.add_argument("--tasks", type=int_list, default=[20],
+                   help="meta-batch sizes to scale over, e.g. 20,100,1000 (default 20)")
+    p.add_argument("--episodes", type=positive_int, default=20, help="episodes per task (20)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--fisher-fraction", type=float, default=None,
+                   help="TRPO's fisher_fraction (default: TrainConfig's)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time the phases of the first algorithm's iterations")
+    p.add_argument("--cheetah-tasks", type=int, default=40,
+                   help="HalfCheetahVel tasks (0 skips HalfCheetahVel; default 40)")
+    p.add_argument("--cheetah-episodes", type=int, default=20,
+                   help="HalfCheetahVel episodes per task (0 skips; default 20)")
+    p.add_argument("--cheetah-iterations", type=positive_int, default=1,
+                   help="timed HalfCheetahVel iterations after a warm-up one (default 1)")
+    p.add_argument("--cheetah-threads", type=positive_int, default=None,
+                   help="main-process torch threads for HalfCheetahVel (default: torch's)")
+    p.set_defaults(run=run_meta)
+
+
 # -- dispatch --------------------------------------------------------------------------------------
 
 #: subcommand name -> function adding its parser (which sets ``run``)
-SUBCOMMANDS: dict[str, Callable] = {"envs": add_envs_parser}
+SUBCOMMANDS: dict[str, Callable] = {"envs": add_envs_parser, "meta": add_meta_parser}
 
 
 def main(argv: list[str] | None = None) -> int:

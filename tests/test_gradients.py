@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from meta_rl.algorithms import AlgoConfig, Reptile
-from meta_rl.inner import Adaptation, inner_loss, readapt
+from meta_rl.inner import Adaptation, inner_loss, readapt, step_index, subsample_adaptation
 from meta_rl.outer import MetaObjective, flat, unflat
-from meta_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from meta_rl.policies import CategoricalMLPPolicy, Dist, GaussianMLPPolicy
 from tests.conftest import synthetic_episodes
 
 T, E, H, O, A = 2, 3, 5, 3, 2
@@ -129,3 +129,98 @@ def test_kl_hessian_product_equals_exact_hessian_through_inner_loop(discrete):
     sub = obj.fisher_hvp(0.34, damping=0.0)(v)
     assert sub.shape == v.shape and not torch.allclose(sub, exact)
     assert unflat(v, meta)[0].shape == meta[0].shape
+
+
+def make_objective(steps: int, discrete: bool, metasgd: bool, seed: int = 0):
+    """A MetaObjective after ``steps`` inner steps (MAML, or Meta-SGD with learned rates)."""
+    policy, params, eps, advs = make_problem(steps, discrete, seed)
+    names = list(params)
+    values = [v.clone() for v in params.values()]
+    if metasgd:
+        g = torch.Generator().manual_seed(seed + 7)
+        values += [0.2 + 0.05 * torch.rand(v.shape, generator=g, dtype=v.dtype) for v in values]
+    meta = [v.requires_grad_() for v in values]
+    data = Adaptation(None, eps[:steps], advs[:steps])
+
+    def re(values, fraction=None, graph=False):
+        p = dict(zip(names, values[: len(names)]))
+        lr = dict(zip(names, values[len(names):])) if metasgd else 0.3
+        d = data if fraction is None else subsample_adaptation(data, fraction)
+        return readapt(policy, p, d, lr, first_order=not graph)
+
+    obj = MetaObjective(policy, meta, re(meta, graph=True), re, eps[-1], advs[-1])
+    return policy, meta, re, obj, eps[-1]
+
+
+def exact_hessian_product(f, meta, v):
+    g = flat(torch.autograd.grad(f(meta), meta, create_graph=True))
+    return flat(torch.autograd.grad(g @ v, meta))
+
+
+@pytest.mark.parametrize("metasgd", [False, True])
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("discrete", [False, True])
+def test_curvature_product_equals_exact_kl_hessian(discrete, steps, metasgd):
+    """The product TRPO's CG uses (graph shared with the meta-gradient) is the exact Hessian of
+    the mean KL through 1 or 2 inner steps, w.r.t. the initial parameters and Meta-SGD's rates."""
+    policy, meta, re, obj, valid = make_objective(steps, discrete, metasgd)
+    # the meta-gradient first, as TRPO does: the products reuse its graph
+    loss_grad = torch.autograd.grad(obj.surrogate(), meta, retain_graph=True)
+    fresh = torch.autograd.grad(obj.loss_kl(re(meta, graph=True))[0], meta)
+    for a, b in zip(loss_grad, fresh):
+        torch.testing.assert_close(a, b)
+    hvp = obj.fisher_hvp(1.0, damping=0.0)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):  # the same graph serves every CG iteration
+        v = torch.randn(sum(p.numel() for p in meta), generator=g, dtype=torch.float64)
+        exact = exact_hessian_product(lambda m: obj.loss_kl(re(m, graph=True))[1], meta, v)
+        torch.testing.assert_close(hvp(v), exact, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(obj.fisher_hvp(1.0, damping=0.5)(v), exact + 0.5 * v,
+                                   rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("metasgd", [False, True])
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("discrete", [False, True])
+def test_subsampled_curvature_is_exact_hessian_of_subsample_at_adapted_params(
+        discrete, steps, metasgd):
+    """fisher_fraction < 1: the product is the exact KL Hessian on a subsample of time steps,
+    with the derivative of the re-adaptation on the same steps of the inner-loop episodes but
+    the Fisher at the exact adapted policy (the one that sampled the validation episodes)."""
+    policy, meta, re, obj, valid = make_objective(steps, discrete, metasgd)
+    index = step_index(H, 0.5)
+    assert index.tolist() == [0, 1, 3]  # ceil(0.5 * H) steps, evenly spaced
+    sub0 = {k: t.detach() for k, t in re([m.detach() for m in meta], 0.5).items()}
+    old = Dist(obj.old.loc[:, :, index], obj.old.log_std)
+    mask = valid.mask[:, :, index]
+    weights = mask / (mask.sum((1, 2), keepdim=True) * T)
+
+    def kl_sub(values):
+        sub = re(values, 0.5, graph=True)
+        at = {k: obj.adapted[k].detach() + (sub[k] - sub0[k]) for k in sub}
+        return (policy.kl(old, policy.dist(at, valid.obs[:, :, index])) * weights).sum()
+
+    v = torch.randn(sum(p.numel() for p in meta), dtype=torch.float64)
+    got = obj.fisher_hvp(0.5, damping=0.0)(v)
+    torch.testing.assert_close(got, exact_hessian_product(kl_sub, meta, v), rtol=1e-6, atol=1e-9)
+    # an estimate, not the full-data Hessian (the test can fail)
+    assert not torch.allclose(got, obj.fisher_hvp(1.0, damping=0.0)(v))
+    # positive semi-definite, as J^T F J is
+    assert float(v @ got) >= 0
+
+
+def test_curvature_subsample_is_evenly_spaced_steps_of_every_episode():
+    assert step_index(100, 0.2).tolist() == list(range(0, 100, 5))
+    assert step_index(100, 1.0) is None and step_index(5, 0.9) is None  # ceil(4.5) = 5: all
+    assert step_index(3, 0.01).tolist() == [0]
+    assert step_index(200, 0.3).tolist()[:4] == [0, 3, 6, 10]
+    policy, params, eps, advs = make_problem(1)
+    data = Adaptation(None, eps[:1], advs[:1])
+    sub = subsample_adaptation(data, 0.5)
+    index = step_index(H, 0.5)
+    ep = sub.episodes[0]
+    assert ep.obs.shape == (T, E, 3, O) and torch.equal(ep.last_obs, eps[0].last_obs)
+    for got, full in zip(ep[:6], eps[0][:6]):
+        assert torch.equal(got, full[:, :, index])
+    assert torch.equal(sub.advantages[0], advs[0][:, :, index])
+    assert subsample_adaptation(data, 1.0).episodes[0] is eps[0]
