@@ -51,7 +51,7 @@ class AlgoConfig:
     cg_damping: float = 1e-5
     ls_max_steps: int = 15
     ls_backtrack: float = 0.8
-    fisher_fraction: float = 1.0
+    fisher_fraction: float = 0.2
     """fraction of every episode's time steps (evenly spaced; inner-loop and validation data)
     used for TRPO's curvature products"""
     cg_warm_start: bool = False

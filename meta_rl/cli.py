@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outer-lr", type=_positive_float, help="Adam lr, or Reptile's epsilon")
     p.add_argument("--max-kl", type=_positive_float, help="TRPO trust region")
     p.add_argument("--fisher-fraction", type=_positive_float,
-                   help="TRPO: fraction of episodes for curvature products, in (0, 1]")
+                   help="TRPO: fraction of time steps for curvature products, in (0, 1] (default 0.2; 1 is exact)")
     p.add_argument("--first-order", action=argparse.BooleanOptionalAction, default=None,
                    help="first-order MAML (--no-first-order undoes a preset's)")
     p.add_argument("--hidden", type=_hidden, help="hidden sizes, e.g. 100,100")

@@ -169,14 +169,5 @@ def subsample_adaptation(adaptation: Adaptation, fraction: float) -> Adaptation:
     return Adaptation(adaptation.params, episodes, advantages)
 
 
-def first_episodes(adaptation: Adaptation, keep: int) -> Adaptation:
-    """The same adaptation data restricted to the first ``keep`` episodes of every task."""
-    return Adaptation(
-        adaptation.params,
-        [Episodes(*(x[:, :keep] for x in ep)) for ep in adaptation.episodes],
-        [adv[:, :keep] for adv in adaptation.advantages],
-    )
-
-
 def detach(params: Params) -> Params:
     return {k: v.detach() for k, v in params.items()}

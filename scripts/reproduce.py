@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/reproduce", help="folder for the run directories")
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"),
                         help="markdown file the table is appended to")
+    parser.add_argument("--fisher-fraction", type=float, default=None,
+                        help="TRPO curvature subsample (default: the preset's, exact 1.0)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in this process (default: torch's choice)")
     parser.add_argument("--note", default="", help="a sentence added under the table")
     args = parser.parse_args(argv)
     algos = [a for a in args.algos.split(",") if a]
@@ -169,8 +173,14 @@ def main(argv: list[str] | None = None) -> int:
             data = {**load_yaml_config(f"{args.target}-{algo}"), "seed": seed}
             if args.iterations is not None:
                 data["iterations"] = args.iterations
+            if args.threads is not None:
+                data["threads"] = args.threads
+            suffix = ""
+            if args.fisher_fraction is not None and algo != "reptile":  # Reptile has no TRPO
+                data["fisher_fraction"] = args.fisher_fraction
+                suffix = f"-ff{args.fisher_fraction:g}"
             config = TrainConfig.from_dict(data)
-            out = Path(args.out) / f"{args.target}-{algo}-s{seed}"
+            out = Path(args.out) / f"{args.target}-{algo}-s{seed}{suffix}"
             state = train(config, out, console)
             result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                               methods=methods, progress=lambda m: console.print(m, highlight=False))
