@@ -206,7 +206,6 @@ def _raise_keyboard_interrupt(signum, frame):
 def cmd_train(args) -> int:
     from rich.console import Console
 
-    from meta_rl.checkpoint import load_checkpoint
     from meta_rl.progress import TrainingProgress, summary_table
     from meta_rl.trainer import Trainer
 
@@ -214,12 +213,12 @@ def cmd_train(args) -> int:
     if args.resume:
         overrides = _resume_overrides(args)
         out = Path(args.resume)
-        state = load_checkpoint(out)
-        total = overrides.get("iterations", state["config"]["iterations"])
-        if state["iteration"] >= total:
-            raise CLIError(f"the run in {out} has already done {state['iteration']} of {total} "
-                           "iterations; pass a larger --iterations with --resume to continue")
-        trainer = Trainer.resume(out, **overrides)
+        trainer = Trainer.resume(out, **overrides)  # loads and builds; writes nothing yet
+        done, total = trainer.iteration, trainer.config.iterations
+        if done >= total:
+            trainer.close()
+            raise CLIError(f"the run in {out} has already done {done} of {total} iterations; "
+                           "pass a larger --iterations with --resume to continue")
     else:
         config = resolve_config(args)
         config.resolved_device()  # --device cuda without CUDA: fail before writing anything

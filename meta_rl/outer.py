@@ -104,6 +104,12 @@ def cg_solve(
     return x, r
 
 
+def state_weights(mask: Tensor) -> Tensor:
+    """Weights ``[T, E, H]`` that make a weighted sum the mean over tasks of each task's mean
+    over its valid states."""
+    return mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
+
+
 class MetaObjective:
     """Post-adaptation surrogate and KL of one meta-batch, as functions of the meta-parameters.
 
@@ -122,8 +128,7 @@ class MetaObjective:
     def __init__(self, policy, meta: list[Tensor], adapted, readapt, valid, valid_adv):
         self.policy, self.meta, self.adapted, self.readapt = policy, meta, adapted, readapt
         self.valid, self.adv = valid, valid_adv
-        mask = valid.mask
-        self.weights = mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
+        self.weights = state_weights(valid.mask)
         self.dist = policy.dist(adapted, valid.obs)  # with its graph to meta (when it has one)
         self.old = Dist(*(None if t is None else t.detach() for t in self.dist))
         with torch.no_grad():
@@ -174,8 +179,7 @@ class MetaObjective:
             d, weights = self.dist, self.weights
         else:
             valid = subsample_steps(self.valid, index)
-            mask = valid.mask
-            weights = mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
+            weights = state_weights(valid.mask)
             sub = self.readapt(self.meta, fraction, True)
             adapted = {k: self.adapted[k].detach() + (v - v.detach()) for k, v in sub.items()}
             d = self.policy.dist(adapted, valid.obs)
