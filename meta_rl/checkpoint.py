@@ -16,7 +16,12 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-FORMAT = "meta_rl.checkpoint/1"
+FORMAT = "meta_rl.checkpoint/2"
+#: formats this version cannot load, and why
+_RETIRED = {
+    "meta_rl.checkpoint/1": "its Gaussian policy's mean and spread were in env units, not "
+    "relative to the action box, so its parameters mean something else now; retrain the run",
+}
 CHECKPOINT = "checkpoint.pt"
 REQUIRED = ("config", "iteration", "learner", "totals", "rng")
 
@@ -55,6 +60,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and state.get("format") in _RETIRED:
+        raise ValueError(
+            f"checkpoint {path} has the retired format {state['format']}: {_RETIRED[state['format']]}"
+        )
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a meta_rl checkpoint (expected format {FORMAT})")
     missing = [key for key in REQUIRED if key not in state]

@@ -17,6 +17,8 @@ a 95% confidence interval across tasks. Every method is measured on the same tas
   ``k < K`` those are the episodes of inner step ``k``; one more batch is sampled after step
   ``K``). Step ``k`` of every policy-gradient method uses rollout seed ``rollout_seed + k``, so
   the methods see common random numbers and the step-``k`` figures do not depend on ``K``.
+  ``later_lr_scale`` multiplies the step size of steps ``2..K`` for all three (the MAML paper's
+  evaluation halves it: 0.5).
 - ``random`` is the same learner class built from ``policy.init_params(Generator().manual_seed(
   seed))``; with the default ``seed`` that is the run's own initialisation before meta-training.
   (A fresh Meta-SGD learner has every rate equal to ``inner_lr``.)
@@ -27,7 +29,9 @@ a 95% confidence interval across tasks. Every method is measured on the same tas
   meta-training. It is a normal run directory cached in ``RUN/pretrained/`` and reused while its
   config matches (ignoring device, threads, workers and checkpoint interval); a stale cache is
   deleted and retrained, an interrupted one resumed.
-- ``ppo`` trains Stable-Baselines3 PPO from scratch on each task (``family.make_env(task)``): one
+- ``ppo`` trains Stable-Baselines3 PPO from scratch on each task (``family.make_env(task)``, a
+  bounded ``Box`` action space rescaled to ``[-1, 1]`` by Gymnasium's ``RescaleAction``, the
+  coordinates of the meta policy's Gaussian): one
   rollout of ``E`` envs x ``H`` steps and one PPO update per stage, so after stage ``k`` it has
   used ``k * E * H`` env steps, the nominal budget of ``k`` adaptation steps. After each stage it
   is evaluated on ``E`` fresh stochastic episodes (``deterministic=False``, like the others).
@@ -72,6 +76,7 @@ import envs
 from meta_rl.algorithms import MetaLearner, make_learner
 from meta_rl.checkpoint import CHECKPOINT, load_checkpoint
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig
+from meta_rl.inner import check_lr_scale
 from meta_rl.trainer import Setup, Trainer, build, iteration_seed, restore_learner
 
 METHODS = ("meta", "random", "pretrained", "ppo")
@@ -131,6 +136,8 @@ class EvalResult:
     rollout_seed: int
     methods: dict[str, MethodResult]
     ci_method: str
+    later_lr_scale: float = 1.0
+    """inner step size of steps after the first, relative to the first"""
 
     def to_dict(self) -> dict:
         return {
@@ -146,6 +153,7 @@ class EvalResult:
             "task_seed": self.task_seed,
             "rollout_seed": self.rollout_seed,
             "ci": self.ci_method,
+            "later_lr_scale": self.later_lr_scale,
             "task_list": [t.to_json() for t in self.tasks],
         }
 
@@ -236,10 +244,13 @@ def summarize(per_task: np.ndarray, env_steps, wall_s: float, **extra) -> Method
 # -- policy-gradient adaptation (meta, random, pretrained) ----------------------------------------
 
 
-def adaptation_curve(learner: MetaLearner, tasks: list, seed: int, steps: int):
-    """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``learner.adapt``, and the
-    mean env steps per task spent before each measurement ``[K + 1]``."""
-    adaptation = learner.adapt(tasks, seed, steps=steps, differentiable=False)
+def adaptation_curve(learner: MetaLearner, tasks: list, seed: int, steps: int,
+                     later_lr_scale: float = 1.0):
+    """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``learner.adapt`` (steps
+    after the first with ``later_lr_scale`` times the step size), and the mean env steps per task
+    spent before each measurement ``[K + 1]``."""
+    adaptation = learner.adapt(tasks, seed, steps=steps, differentiable=False,
+                               later_lr_scale=later_lr_scale)
     final = learner.sampler.sample(tasks, adaptation.params, seed + steps)
     batches = [*adaptation.episodes, final]
     returns = torch.stack([ep.returns().mean(1) for ep in batches]).double().cpu().numpy()
@@ -350,6 +361,21 @@ def _ppo_returns(model, env, episodes: int, seed: int) -> float:
     return float(total.mean())
 
 
+def _ppo_env(family: envs.TaskFamily, task):
+    """``family``'s env for ``task``, its bounded ``Box`` actions rescaled to ``[-1, 1]`` (the
+    coordinates the meta policy's Gaussian uses, so ``init_std`` means the same for PPO)."""
+    import gymnasium as gym
+
+    env = family.make_env(task)
+    space = env.action_space
+    if (isinstance(space, gym.spaces.Box) and np.all(np.isfinite(space.low))
+            and np.all(np.isfinite(space.high))
+            and not (np.all(space.low == -1) and np.all(space.high == 1))):
+        one = np.ones(space.shape, space.dtype)
+        env = gym.wrappers.RescaleAction(env, -one, one)
+    return env
+
+
 def ppo_curve(family: envs.TaskFamily, tasks: list, config: TrainConfig, steps: int,
               episodes: int, seed: int, progress: Progress | None = None):
     """Per-task mean returns ``[K + 1, n]`` of PPO trained from scratch on each task for ``k``
@@ -371,7 +397,7 @@ def ppo_curve(family: envs.TaskFamily, tasks: list, config: TrainConfig, steps: 
     with preserved_globals(threads=1):
         for j, task in enumerate(tasks):
             task_seed = (seed + j) % 2**31
-            make = [lambda task=task: family.make_env(task)] * episodes
+            make = [lambda task=task: _ppo_env(family, task)] * episodes
             train_env, eval_env = DummyVecEnv(make), DummyVecEnv(make)
             try:
                 model = PPO(
@@ -404,6 +430,7 @@ def evaluate(
     device: str | torch.device | None = None,
     progress: Progress | None = None,
     ppo_tasks: int | None = None,
+    later_lr_scale: float = 1.0,
 ) -> EvalResult:
     """Adaptation curves of the run in ``run_dir`` and the baselines on held-out tasks.
 
@@ -411,12 +438,15 @@ def evaluate(
     every adaptation step and measurement (E), ``seed`` the evaluation seed (default: the run's),
     ``methods`` any of :data:`METHODS`, ``device`` for the policy-gradient methods (default: the
     run's), ``progress`` receives one-line status messages, ``ppo_tasks`` runs PPO on only the
-    first that many held-out tasks (default all; capped at ``tasks``).
+    first that many held-out tasks (default all; capped at ``tasks``), ``later_lr_scale``
+    multiplies the inner step size of every step after the first for the policy-gradient methods
+    (1 keeps it; the MAML paper's evaluation halves it, 0.5).
     """
     tasks = _count(tasks, "tasks", 1, "the number of held-out tasks, e.g. 40")
     steps = _count(steps, "steps", 0, "adaptation steps K, e.g. 3")
     episodes = _count(episodes, "episodes", 1, "episodes per task, e.g. 20")
     methods = check_methods(methods)
+    later_lr_scale = check_lr_scale(later_lr_scale)
     if ppo_tasks is not None:
         ppo_tasks = min(_count(ppo_tasks, "ppo_tasks", 1, "or None for every task"), tasks)
     run_dir = Path(run_dir)
@@ -460,7 +490,8 @@ def evaluate(
                     learner, extra = _policy_gradient_learner(
                         name, setup, state, eval_config, seed, run_dir, progress)
                     start = time.perf_counter()
-                    returns, spent = adaptation_curve(learner, held_out, rollout_seed, steps)
+                    returns, spent = adaptation_curve(learner, held_out, rollout_seed, steps,
+                                                      later_lr_scale)
                     results[name] = summarize(returns, spent, time.perf_counter() - start,
                                               **extra)
                 say(f"{name}: step {steps} return {results[name].mean[-1]:.2f} "
@@ -472,6 +503,7 @@ def evaluate(
         run=str(run_dir), family=setup.family.name, algo=config.algo, seed=seed, steps=steps,
         episodes=episodes, horizon=setup.family.horizon, tasks=held_out, task_seed=task_seed,
         rollout_seed=rollout_seed, methods=results, ci_method=ci_method(),
+        later_lr_scale=later_lr_scale,
     )
 
 

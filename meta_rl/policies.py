@@ -9,7 +9,7 @@ matmul, which is how per-task adapted parameters are evaluated without a loop ov
 Two policies, chosen from the action space by :func:`make_policy`:
 
 - :class:`GaussianMLPPolicy` for ``Box`` actions: an MLP gives the mean, a state-independent
-  learned ``log_std`` gives the spread (the MAML paper's policy).
+  learned ``log_std`` gives the spread (the MAML paper's policy), both relative to the action box.
 - :class:`CategoricalMLPPolicy` for ``Discrete`` actions: an MLP gives the logits.
 
 Distribution parameters are returned as a :class:`Dist` so that log-probabilities, KLs and Fisher
@@ -103,19 +103,40 @@ class MLPPolicy(nn.Module):
 
 
 class GaussianMLPPolicy(MLPPolicy):
-    """Diagonal Gaussian with an MLP mean and a learned state-independent ``log_std``."""
+    """Diagonal Gaussian with an MLP mean and a learned state-independent ``log_std``, relative
+    to the action box.
+
+    With a bounded action box ``[low, high]`` the Gaussian lives in the box's normalised
+    coordinates: the mean is ``center + half_width * mlp(obs)`` and the spread is
+    ``half_width * exp(log_std)``, so ``init_std=1`` means a spread of one half-width whatever
+    the env's units (rllab's ``normalize`` wrapper, which the MAML paper's experiments used).
+    Samples and log-probabilities are in env units; the env clips samples to the box. Without
+    bounds (``low``/``high`` omitted or infinite) the Gaussian is in env units.
+    """
 
     discrete = False
 
-    def __init__(self, obs_dim, act_dim, hidden=(100, 100), activation="relu", init_std=1.0):
+    def __init__(self, obs_dim, act_dim, hidden=(100, 100), activation="relu", init_std=1.0,
+                 low=None, high=None):
         super().__init__(obs_dim, act_dim, hidden, activation)
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std!r}")
         self.act_dim = act_dim
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+        center, half = torch.zeros(act_dim), torch.ones(act_dim)
+        if low is not None and high is not None:
+            low = torch.as_tensor(low, dtype=torch.float32).reshape(-1).expand(act_dim)
+            high = torch.as_tensor(high, dtype=torch.float32).reshape(-1).expand(act_dim)
+            bounded = torch.isfinite(low) & torch.isfinite(high) & (high > low)
+            center = torch.where(bounded, (low + high) / 2, center)
+            half = torch.where(bounded, (high - low) / 2, half)
+        # buffers, not parameters: functional_call takes them from the module
+        self.register_buffer("action_center", center, persistent=False)
+        self.register_buffer("action_log_scale", half.log(), persistent=False)
 
     def forward(self, obs: Tensor) -> Dist:
-        return Dist(self.body(obs), self.log_std)
+        loc = torch.addcmul(self.action_center, self.action_log_scale.exp(), self.body(obs))
+        return Dist(loc, self.log_std + self.action_log_scale)
 
     def sample(self, params: Params, obs: Tensor, generator: torch.Generator | None) -> Tensor:
         loc, log_std = self.dist(params, obs)
@@ -214,7 +235,10 @@ def make_policy(
         raise ValueError(f"observations must be a flat Box, got {observation_space!r}")
     obs_dim = observation_space.shape[0]
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return GaussianMLPPolicy(obs_dim, action_space.shape[0], hidden, activation, init_std)
+        return GaussianMLPPolicy(
+            obs_dim, action_space.shape[0], hidden, activation, init_std,
+            action_space.low, action_space.high,
+        )
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden, activation)
     raise ValueError(f"action space must be a flat Box or Discrete, got {action_space!r}")

@@ -136,7 +136,9 @@ def test_damaged_checkpoint_is_one_line(trained, tmp_path, capsys):
     state = load_checkpoint(trained)
     for broken, expected in (({k: v for k, v in state.items() if k != "config"}, "lacks config"),
                              ({**state, "learner": {"params": {"bogus": torch.zeros(1)}}},
-                              "does not fit its own config")):
+                              "does not fit its own config"),
+                             ({**state, "format": "meta_rl.checkpoint/1"},
+                              "has the retired format meta_rl.checkpoint/1")):
         torch.save(broken, tmp_path / "checkpoint.pt")
         for argv in (["train", "--resume", str(tmp_path), "--iterations", "9"],
                      ["evaluate", str(tmp_path), "--baselines", "meta"]):

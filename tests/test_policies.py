@@ -97,3 +97,42 @@ def test_init_params_reproducible_with_generator():
     c = policy.init_params(torch.Generator().manual_seed(4))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["layers.0.weight"], c["layers.0.weight"])
+
+
+def test_gaussian_is_relative_to_the_action_box():
+    """Mean and spread scale with the box; log-prob gradients equal those in unit coordinates."""
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    box = gym.spaces.Box(np.array([-0.1, 1.0], np.float32), np.array([0.1, 3.0], np.float32))
+    scaled = make_policy(obs_space, box, hidden=(6,), init_std=0.5)
+    unit = make_policy(obs_space, gym.spaces.Box(-1, 1, (2,), np.float32), hidden=(6,),
+                       init_std=0.5)
+    params = perturbed(scaled.init_params(torch.Generator().manual_seed(0)), T=2)
+    obs = torch.randn(2, 5, 3)
+    ds, du = scaled.dist(params, obs), unit.dist(params, obs)
+    center, half = torch.tensor([0.0, 2.0]), torch.tensor([0.1, 1.0])
+    torch.testing.assert_close(ds.loc, center + half * du.loc)
+    torch.testing.assert_close(ds.log_std, du.log_std + half.log())
+    # at init (zero output bias) samples are centred in the box with spread init_std * half
+    a = scaled.sample(batch_params(scaled.init_params(), 1), torch.zeros(1, 20000, 3),
+                      torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a.mean((0, 1)), center, atol=0.02, rtol=0)
+    torch.testing.assert_close(a.std((0, 1)), 0.5 * half, atol=0.01, rtol=0.03)
+    # the same action in both coordinates: equal policy gradients (log-probs differ by a constant)
+    u = torch.randn(2, 5, 2)
+    grads = []
+    for policy, actions in ((scaled, center + half * u), (unit, u)):
+        p = {k: v.clone().requires_grad_() for k, v in params.items()}
+        grads.append(torch.autograd.grad(policy.log_prob(policy.dist(p, obs), actions).sum(),
+                                         list(p.values())))
+    for gs, gu in zip(*grads):
+        torch.testing.assert_close(gs, gu)
+
+
+def test_unbounded_box_leaves_the_gaussian_in_env_units():
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    policy = make_policy(obs_space, gym.spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    plain = GaussianMLPPolicy(3, 2)
+    params = policy.init_params(torch.Generator().manual_seed(0))
+    obs = torch.randn(4, 3)
+    torch.testing.assert_close(policy.dist(params, obs).loc, plain.dist(params, obs).loc)
+    torch.testing.assert_close(policy.dist(params, obs).log_std, plain.log_std.detach())
