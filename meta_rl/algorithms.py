@@ -102,8 +102,10 @@ class MetaLearner:
         return self.outer.step(objective)
 
     # -- shared -------------------------------------------------------------------------------
-    def adapt(self, tasks: list, seed: int, steps: int | None = None, differentiable=False):
-        """The inner loop from the current meta-parameters (used by training and evaluation)."""
+    def adapt(self, tasks: list, seed: int, steps: int | None = None, differentiable=False,
+              later_lr_scale: float = 1.0):
+        """The inner loop from the current meta-parameters (used by training and evaluation);
+        steps after the first use ``later_lr_scale`` times the inner step size."""
         c = self.config
         steps = c.inner_steps if steps is None else steps
         first_order = c.first_order or not differentiable
@@ -113,7 +115,7 @@ class MetaLearner:
             lr = detach(lr)
         with torch.set_grad_enabled(differentiable):
             return adapt(self.policy, params, tasks, self.sampler, steps, lr, seed,
-                         first_order, c.returns)
+                         first_order, c.returns, later_lr_scale)
 
     def meta_step(self, tasks: list, seed: int) -> dict[str, float]:
         """One meta-iteration on ``tasks``; returns its metrics."""
@@ -222,8 +224,8 @@ class Reptile(MetaLearner):
             return torch.optim.Adam(self.meta_tensors(), lr=c.outer_lr)
         raise ValueError(f"reptile supports outer 'sgd' or 'adam', got {c.outer!r}")
 
-    def adapt(self, tasks, seed, steps=None, differentiable=False):
-        return super().adapt(tasks, seed, steps, differentiable=False)
+    def adapt(self, tasks, seed, steps=None, differentiable=False, later_lr_scale=1.0):
+        return super().adapt(tasks, seed, steps, False, later_lr_scale)
 
     @torch.no_grad()
     def outer_step(self, tasks, adaptation, valid, valid_adv) -> dict:

@@ -268,7 +268,8 @@ def cmd_evaluate(args) -> int:
     console = Console()
     result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                       seed=args.seed, methods=methods, device=args.device,
-                      ppo_tasks=args.ppo_tasks, progress=lambda msg: console.print(msg, highlight=False))
+                      ppo_tasks=args.ppo_tasks, later_lr_scale=args.later_lr_scale,
+                      progress=lambda msg: console.print(msg, highlight=False))
     print_eval(result, console)
     paths = write_eval(result, args.run_dir)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
@@ -359,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="methods to run: meta,random,pretrained,ppo")
     p.add_argument("--ppo-tasks", type=_positive_int, default=None,
                    help="run the PPO baseline on the first N tasks only (it is the slow one)")
+    p.add_argument("--later-lr-scale", type=_positive_float, default=1.0,
+                   help="inner step size after the first step, relative to the first (the MAML "
+                        "paper's evaluation: 0.5)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.set_defaults(run=cmd_evaluate)
     return parser

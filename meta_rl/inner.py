@@ -97,23 +97,49 @@ def adapt(
     seed: int,
     first_order: bool = False,
     returns: ReturnsConfig = ReturnsConfig(),
+    later_lr_scale: float = 1.0,
 ) -> Adaptation:
     """``steps`` inner policy-gradient steps from ``meta_params`` for each of ``tasks``.
 
-    Step ``k`` samples its episodes with seed ``seed + k``. Returns the adapted per-task
-    parameters and the data of every step.
+    Step ``k`` samples its episodes with seed ``seed + k``. The first step uses ``lr``, later
+    steps ``later_lr_scale * lr`` (the MAML paper evaluates with 0.5: "halving the learning rate
+    after the first gradient step"). Returns the adapted per-task parameters and the data of
+    every step.
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
+    later_lr_scale = check_lr_scale(later_lr_scale)
+    later_lr = scale_lr(lr, later_lr_scale)
     params = batch_params(meta_params, len(tasks))
     episodes, advantages = [], []
     for k in range(steps):
         ep = sampler.sample(tasks, {n: p.detach() for n, p in params.items()}, seed + k)
         adv = compute_advantages(ep, returns.gamma, returns.gae_lambda, returns.normalize)
-        params = inner_step(policy, params, ep, adv, lr, first_order)
+        params = inner_step(policy, params, ep, adv, lr if k == 0 else later_lr, first_order)
         episodes.append(ep)
         advantages.append(adv)
     return Adaptation(params, episodes, advantages)
+
+
+def check_lr_scale(value) -> float:
+    """``value`` as a float in (0, inf), or a ``ValueError`` that names it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0 < value < math.inf
+    ):
+        raise ValueError(
+            f"later_lr_scale must be a number > 0, got {value!r} (1 keeps the step size; the "
+            "MAML paper's evaluation uses 0.5)"
+        )
+    return float(value)
+
+
+def scale_lr(lr: float | Params, scale: float) -> float | Params:
+    """``scale * lr`` for a float or a dict of per-element rates."""
+    if scale == 1.0:
+        return lr
+    if isinstance(lr, dict):
+        return {k: v * scale for k, v in lr.items()}
+    return lr * scale
 
 
 def readapt(

@@ -12,7 +12,7 @@ Every function takes an :class:`~meta_rl.evaluation.EvalResult` or the dict of i
 with only the methods that were run. Each method also carries ``tasks`` (how many it was
 measured on), ``per_task`` (``[K + 1][n]``), ``env_steps``, ``wall_s`` and method notes; the top
 level also has ``algo``, ``episodes``, ``horizon``, ``run``, ``task_seed``, ``rollout_seed``,
-``ci`` and ``task_list``. A non-finite number (a diverged policy) is written as ``null``.
+``ci``, ``later_lr_scale`` and ``task_list``. A non-finite number (a diverged policy) is written as ``null``.
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
 """
@@ -63,6 +63,11 @@ def _cell(mean, ci, compact: bool) -> str:
     return f"{mean:.2f}{chr(10) if compact else ' '}± {ci:.2f}"
 
 
+def _lr_note(d: dict) -> str:
+    scale = d.get("later_lr_scale", 1.0)
+    return "" if scale == 1.0 else f"; steps after the first at {scale:g}× the step size"
+
+
 def eval_table(result, compact: bool = False) -> Table:
     """Rows: methods; columns: return after step ``0..K`` as ``mean ± 95% CI`` (``compact``: the
     CI on a second line, for narrow consoles)."""
@@ -70,7 +75,8 @@ def eval_table(result, compact: bool = False) -> Table:
     table = Table(
         title=f"{d['family']} ({d.get('algo', '?')}): return after k adaptation steps",
         caption=f"{d['tasks']} held-out tasks, {d.get('episodes', '?')} episodes each, "
-                f"seed {d['seed']}; mean ± 95% CI over tasks; wall s includes pretraining",
+                f"seed {d['seed']}{_lr_note(d)}; mean ± 95% CI over tasks; "
+                "wall s includes pretraining",
     )
     table.add_column("method", no_wrap=True)
     for k in d["steps"]:

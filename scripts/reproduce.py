@@ -7,7 +7,8 @@
 For each algorithm and seed it trains the shipped preset ``<target>-<algo>`` (the MAML paper's
 settings) into ``--out/<target>-<algo>-s<seed>`` (an existing complete run is reused, an
 interrupted one resumed), evaluates it with the MAML paper's protocol (40 held-out tasks, 0-3
-adaptation steps, 20 episodes per step), and appends a table to ``docs/results.md``: the mean
+adaptation steps of 40 episodes each, "each with 40 samples" in the paper's section 5.3, and the
+step size halved after the first step, its appendix A.2), and appends a table to ``docs/results.md``: the mean
 over seeds +- their standard deviation after each step, every seed's own figures, the training
 wall time per seed, the hardware and the exact command, beside the papers' numbers.
 """
@@ -135,14 +136,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="meta-iterations (default: the preset's, 500)")
     parser.add_argument("--tasks", type=int, default=40, help="held-out evaluation tasks")
     parser.add_argument("--steps", type=int, default=3, help="adaptation steps")
-    parser.add_argument("--episodes", type=int, default=20, help="episodes per task and step")
+    parser.add_argument("--episodes", type=int, default=40,
+                        help="evaluation episodes per task and step (default 40, the paper's)")
     parser.add_argument("--baselines", default="meta",
                         help="evaluation methods (meta,random,pretrained,ppo); default meta only")
     parser.add_argument("--out", default="runs/reproduce", help="folder for the run directories")
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"),
                         help="markdown file the table is appended to")
     parser.add_argument("--fisher-fraction", type=float, default=None,
-                        help="TRPO curvature subsample (default: the preset's, exact 1.0)")
+                        help="TRPO curvature subsample (default: the preset's, 0.2; 1 is exact)")
+    parser.add_argument("--later-lr-scale", type=float, default=0.5,
+                        help="evaluation step size after the first step, relative to the first "
+                             "(default 0.5, the MAML paper's; 1 keeps it)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in this process (default: torch's choice)")
     parser.add_argument("--note", default="", help="a sentence added under the table")
@@ -162,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "steps" else 1):
             parser.error(f"--{name} must be {'>= 0' if name == 'steps' else 'positive'}, got {value}")
+    if not 0 < args.later_lr_scale < float("inf"):
+        parser.error(f"--later-lr-scale must be a positive number, got {args.later_lr_scale}")
     if any(seed < 0 for seed in seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
 
@@ -183,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out) / f"{args.target}-{algo}-s{seed}{suffix}"
             state = train(config, out, console)
             result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
-                              methods=methods, progress=lambda m: console.print(m, highlight=False))
+                              methods=methods, later_lr_scale=args.later_lr_scale,
+                              progress=lambda m: console.print(m, highlight=False))
             write_eval(result, out)
             meta = result.methods["meta"]
             rows.setdefault(algo, []).append({
@@ -198,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     section = (f"\n## {args.target}: {', '.join(NAMES[a] for a in algos)} "
                f"({datetime.date.today().isoformat()})\n\n"
                f"`{command}` on {machine()}. Returns on {args.tasks} held-out tasks after "
-               f"0..{args.steps} adaptation steps of {args.episodes} episodes; ours are the mean "
+               f"0..{args.steps} adaptation steps of {args.episodes} episodes (steps after the "
+               f"first at {args.later_lr_scale:g}× the inner step size); ours are the mean "
                f"over seeds ± their standard deviation, then each seed's mean ± 95% CI over "
                f"tasks. Train wall time is meta-training only (evaluation excluded).\n\n"
                + table(args.target, rows, args.steps)

@@ -132,6 +132,38 @@ def test_step_k_does_not_depend_on_K(run, first):
         assert zero.methods[name].per_task[0] == first[0].methods[name].per_task[0]
 
 
+def test_later_lr_scale_changes_only_the_steps_after_the_first(run, first):
+    """Steps 0 and 1 are unchanged; step 2 is a step from the same step-1 policy at half the size
+    (checked against the inner loop run by hand), and the choice is recorded."""
+    from meta_rl.inner import inner_step
+    from meta_rl.policies import batch_params
+    from meta_rl.returns import compute_advantages
+    from meta_rl.trainer import build
+
+    half = evaluate(run, **SIZES, methods="meta", later_lr_scale=0.5)
+    base = first[0].methods["meta"].per_task
+    assert half.methods["meta"].per_task[:2] == base[:2]
+    assert half.methods["meta"].per_task[2] != base[2]
+    assert half.to_dict()["later_lr_scale"] == 0.5 and first[0].to_dict()["later_lr_scale"] == 1
+    assert "0.5× the step size" in eval_table(half).caption
+
+    state = load_checkpoint(run)
+    config = TrainConfig.from_dict({"episodes": SIZES["episodes"]}, base=TrainConfig.from_dict(
+        state["config"]))
+    setup = build(config)
+    try:
+        params = batch_params(state["learner"]["params"], SIZES["tasks"])
+        for k, lr in enumerate([config.inner_lr, 0.5 * config.inner_lr]):
+            ep = setup.sampler.sample(half.tasks, params, half.rollout_seed + k)
+            adv = compute_advantages(ep, config.gamma, config.gae_lambda, True)
+            params = inner_step(setup.policy, params, ep, adv, lr, first_order=True)
+        final = setup.sampler.sample(half.tasks, params, half.rollout_seed + 2)
+    finally:
+        setup.close()
+    np.testing.assert_allclose(final.returns().mean(1).double().numpy(),
+                               half.methods["meta"].per_task[2], rtol=1e-5)
+
+
 def test_eval_seeds_skip_reserved_words():
     a, b, c = eval_seeds(7, set())
     assert eval_seeds(7, {a}) == [b, c, eval_seeds(7, set(), count=4)[3]]
@@ -207,6 +239,8 @@ def test_report_table_and_training_plot(run, first):
         ({"methods": []}, "no evaluation method"),
         ({"seed": -3}, "seed must be an integer >= 0, got -3"),
         ({"ppo_tasks": 0}, "ppo_tasks must be an integer >= 1"),
+        ({"later_lr_scale": 0}, "later_lr_scale must be a number > 0, got 0"),
+        ({"later_lr_scale": float("nan")}, "later_lr_scale must be a number > 0"),
     ],
 )
 def test_bad_inputs_raise_value_errors(run, kwargs, match):
