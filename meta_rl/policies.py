@@ -110,7 +110,8 @@ class GaussianMLPPolicy(MLPPolicy):
     coordinates: the mean is ``center + half_width * mlp(obs)`` and the spread is
     ``half_width * exp(log_std)``, so ``init_std=1`` means a spread of one half-width whatever
     the env's units (rllab's ``normalize`` wrapper, which the MAML paper's experiments used).
-    Samples and log-probabilities are in env units; the env clips samples to the box. Without
+    Samples and log-probabilities are in env units. Samples outside the box are the env's to
+    handle: Navigation2D clips them, and MuJoCo clamps controls to their range. Without
     bounds (``low``/``high`` omitted or infinite) the Gaussian is in env units.
     """
 
