@@ -61,9 +61,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:
         raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict) and state.get("format") in _RETIRED:
-        raise ValueError(
-            f"checkpoint {path} has the retired format {state['format']}: {_RETIRED[state['format']]}"
-        )
+        retired = state["format"]
+        raise ValueError(f"checkpoint {path} has the retired format {retired}: {_RETIRED[retired]}")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a meta_rl checkpoint (expected format {FORMAT})")
     missing = [key for key in REQUIRED if key not in state]

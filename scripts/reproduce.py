@@ -8,9 +8,10 @@ For each algorithm and seed it trains the shipped preset ``<target>-<algo>`` (th
 settings) into ``--out/<target>-<algo>-s<seed>`` (an existing complete run is reused, an
 interrupted one resumed), evaluates it with the MAML paper's protocol (40 held-out tasks, 0-3
 adaptation steps of 40 episodes each, "each with 40 samples" in the paper's section 5.3, and the
-step size halved after the first step, its appendix A.2), and appends a table to ``docs/results.md``: the mean
-over seeds +- their standard deviation after each step, every seed's own figures, the training
-wall time per seed, the hardware and the exact command, beside the papers' numbers.
+step size halved after the first step, its appendix A.2), and appends a table to
+``docs/results.md``: the mean over seeds +- their standard deviation after each step, every
+seed's own figures, the training wall time per seed, the hardware and the exact command, beside
+the papers' numbers.
 """
 
 from __future__ import annotations
