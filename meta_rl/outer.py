@@ -60,21 +60,6 @@ def unflat(vector: Tensor, like: list[Tensor]) -> list[Tensor]:
     return out
 
 
-def conjugate_gradient(
-    avp: Callable[[Tensor], Tensor],
-    b: Tensor,
-    iters: int,
-    x0: Tensor | None = None,
-    tol: float = 1e-10,
-) -> tuple[Tensor, float]:
-    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``A v``.
-
-    Starts from ``x0`` when given (warm start). Returns ``x`` and the final residual norm.
-    """
-    x, r = cg_solve(avp, b, iters, x0, tol)
-    return x, float(r.norm())
-
-
 def cg_solve(
     avp: Callable[[Tensor], Tensor],
     b: Tensor,
@@ -82,7 +67,9 @@ def cg_solve(
     x0: Tensor | None = None,
     tol: float = 1e-10,
 ) -> tuple[Tensor, Tensor]:
-    """:func:`conjugate_gradient`, returning ``x`` and the residual ``r = b - A x`` itself.
+    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``A v``, by
+    conjugate gradients; starts from ``x0`` when given (warm start). Returns ``x`` and the
+    residual ``r = b - A x`` itself.
 
     ``r`` is CG's recursively updated residual, so ``A x = b - r`` comes without another
     product (exact in exact arithmetic). ``iters`` products, plus one for a warm start.
