@@ -32,6 +32,7 @@ from meta_rl.checkpoint import load_checkpoint  # noqa: E402
 from meta_rl.cli import load_yaml_config, seed_global_rngs  # noqa: E402
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig  # noqa: E402
 from meta_rl.evaluation import check_methods, evaluate  # noqa: E402
+from meta_rl.inner import check_lr_scale  # noqa: E402
 from meta_rl.progress import TrainingProgress  # noqa: E402
 from meta_rl.report import write_eval  # noqa: E402
 from meta_rl.trainer import Trainer  # noqa: E402
@@ -168,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "steps" else 1):
             parser.error(f"--{name} must be {'>= 0' if name == 'steps' else 'positive'}, got {value}")
-    if not 0 < args.later_lr_scale < float("inf"):
-        parser.error(f"--later-lr-scale must be a positive number, got {args.later_lr_scale}")
+    try:
+        check_lr_scale(args.later_lr_scale)
+    except ValueError as exc:
+        parser.error(f"--later-lr-scale: {exc}")
     if any(seed < 0 for seed in seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
 
