@@ -16,6 +16,7 @@ import torch
 
 from meta_rl.algorithms import ALGORITHMS, AlgoConfig
 from meta_rl.inner import ReturnsConfig
+from meta_rl.sampling import check_batch_unit
 
 DEFAULT_OUTER = {"maml": "trpo", "metasgd": "trpo", "reptile": "sgd"}
 
@@ -40,6 +41,10 @@ class TrainConfig:
     """tasks per meta-iteration (T)"""
     episodes: int = 20
     """episodes per task for each inner step and for validation (E)"""
+    batch_unit: str = "episodes"
+    """what a batch counts: ``episodes`` (exactly E per task) or ``steps`` (whole episodes until
+    each task has E x horizon env steps, so episodes that end early make room for more; how the
+    MAML authors' rllab sampler counts a batch)"""
     inner_steps: int = 1
     """policy-gradient steps in the inner loop (K)"""
     inner_lr: float = 0.1
@@ -134,6 +139,7 @@ class TrainConfig:
         if (not isinstance(self.hidden, tuple) or not self.hidden
                 or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in self.hidden)):
             raise ValueError(f"hidden must be a list of positive layer sizes, got {self.hidden!r}")
+        check_batch_unit(self.batch_unit)
         if self.activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be tanh or relu, got {self.activation!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

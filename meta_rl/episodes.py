@@ -2,7 +2,8 @@
 
 ``T`` tasks, ``E`` episodes per task, ``H`` the horizon, ``O`` observation size, ``A`` action size.
 Each row ``[t, e]`` holds one episode from its first step; steps after it ended have ``mask == 0``
-and carry no information.
+and carry no information. A row whose mask is 0 throughout is padding: a batch counted in env
+steps (``batch_unit="steps"``) gives tasks different numbers of episodes.
 """
 
 from __future__ import annotations
@@ -51,9 +52,23 @@ class Episodes(NamedTuple):
         """Steps in each episode: ``[T, E]``."""
         return self.mask.sum(-1)
 
+    @property
+    def valid(self) -> Tensor:
+        """Which rows hold an episode (not padding): ``[T, E]`` bool."""
+        return self.mask[..., 0] > 0
+
     def returns(self) -> Tensor:
-        """Undiscounted return of each episode: ``[T, E]``."""
+        """Undiscounted return of each episode: ``[T, E]`` (0 for padding rows)."""
         return (self.rewards * self.mask).sum(-1)
+
+    def task_returns(self) -> Tensor:
+        """Mean undiscounted return of each task's episodes: ``[T]``."""
+        valid = self.valid.to(self.rewards.dtype)
+        return (self.returns() * valid).sum(1) / valid.sum(1).clamp_min(1)
+
+    def num_episodes(self) -> int:
+        """Episodes held, padding excluded (host sync)."""
+        return int(self.valid.sum().item())
 
     def num_steps(self) -> int:
         """Environment steps taken (host sync: call once per iteration, not in a loop)."""

@@ -11,6 +11,15 @@ Two samplers share one interface, ``sampler.sample(tasks, params, seed) -> Episo
 
 ``params`` carry a leading task dimension ``[T, ...]`` (see :func:`meta_rl.policies.batch_params`).
 Sampling never builds an autograd graph.
+
+A batch is counted in one of two units (``batch_unit``):
+
+- ``"episodes"``: exactly ``E`` episodes per task.
+- ``"steps"``: whole episodes until each task has at least ``E x horizon`` env steps, so episodes
+  that end early make room for more. This is how rllab, the MAML authors' code, counts a batch
+  (``batch_size`` in env steps). Episodes are drawn in rounds; a task's batch keeps its episodes
+  in order until the budget is reached, and tasks with fewer episodes than the longest batch are
+  padded with rows whose ``mask`` is 0 (see :attr:`Episodes.valid`).
 """
 
 from __future__ import annotations
@@ -23,19 +32,109 @@ from envs import TaskFamily
 from meta_rl.episodes import Episodes
 from meta_rl.policies import Params, Policy
 
+BATCH_UNITS = ("episodes", "steps")
+#: rounds a ``"steps"`` batch may take before the sampler gives up. After the first, a round draws
+#: enough episodes, at the mean length so far, to fill the largest remaining budget, so a batch
+#: usually takes two or three.
+MAX_ROUNDS = 64
+
+
+def check_batch_unit(value) -> str:
+    """``value`` if it is a known batch unit, else a ``ValueError`` that names it."""
+    if value not in BATCH_UNITS:
+        raise ValueError(
+            f"batch_unit must be 'episodes' (exactly E per task) or 'steps' (whole episodes up to "
+            f"E x horizon env steps per task, as rllab counts a batch), got {value!r}"
+        )
+    return value
+
 
 class Sampler:
-    """Interface: collects ``episodes_per_task`` episodes per task."""
+    """Interface: ``sample(tasks, params, seed)`` collects a batch of ``episodes_per_task``
+    episodes per task, counted in ``batch_unit`` (see the module docstring).
+
+    Subclasses implement :meth:`collect`: exactly ``episodes`` episodes for each task.
+    """
 
     family: TaskFamily
     episodes_per_task: int
+    batch_unit: str = "episodes"
     device: torch.device
 
-    def sample(self, tasks: list, params: Params, seed: int) -> Episodes:
+    def collect(self, tasks: list, params: Params, seed: int, episodes: int) -> Episodes:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, tasks: list, params: Params, seed: int) -> Episodes:
+        _check_params(params, len(tasks))
+        if self.batch_unit == "episodes":
+            return self.collect(tasks, params, seed, self.episodes_per_task)
+        return self._sample_steps(tasks, params, seed)
+
+    def _sample_steps(self, tasks: list, params: Params, seed: int) -> Episodes:
+        num_tasks, per_round = len(tasks), self.episodes_per_task
+        budget = per_round * self.family.horizon
+        kept_steps = np.zeros(num_tasks, dtype=np.int64)  # env steps kept per task so far
+        kept_eps = np.zeros(num_tasks, dtype=np.int64)
+        seen_steps = np.zeros(num_tasks, dtype=np.int64)  # all steps drawn (for the mean length)
+        seen_eps = np.zeros(num_tasks, dtype=np.int64)
+        rounds = []  # (task indices, episodes, keep [n, E_r], row of each episode in its task)
+        todo = np.arange(num_tasks)
+        for r in range(MAX_ROUNDS):
+            sub_tasks = [tasks[i] for i in todo]
+            index = torch.as_tensor(todo, device=self.device)
+            sub_params = {k: v.index_select(0, index.to(v.device)) for k, v in params.items()}
+            ep = self.collect(sub_tasks, sub_params, round_seed(seed, r), per_round)
+            lengths = ep.lengths.round().long().cpu().numpy()  # [n, E_r]
+            before = kept_steps[todo, None] + np.cumsum(lengths, 1) - lengths
+            keep = before < budget  # a prefix of each row: whole episodes until the budget
+            rows = kept_eps[todo, None] + np.cumsum(keep, 1) - 1
+            rounds.append((todo, ep, keep, rows))
+            kept_steps[todo] += (lengths * keep).sum(1)
+            kept_eps[todo] += keep.sum(1)
+            seen_steps[todo] += lengths.sum(1)
+            seen_eps[todo] += lengths.shape[1]
+            short = kept_steps < budget
+            if not short.any():
+                break
+            todo = np.flatnonzero(short)
+            mean_len = seen_steps[todo] / seen_eps[todo]
+            need = np.ceil((budget - kept_steps[todo]) / np.maximum(mean_len, 1.0)).max()
+            per_round = int(min(max(need, 1), budget))
+        else:
+            raise RuntimeError(
+                f"{self.family.name}: {MAX_ROUNDS} rounds of episodes did not reach {budget} env "
+                "steps per task; use batch_unit 'episodes'"
+            )
+        if len(rounds) == 1 and rounds[0][2].all():
+            return rounds[0][1]  # one round, every episode kept: already the batch
+        return _assemble(rounds, num_tasks, int(kept_eps.max()))
 
     def close(self) -> None:
         pass
+
+
+def round_seed(seed: int, r: int) -> int:
+    """The seed of round ``r`` of a ``"steps"`` batch (round 0 uses ``seed`` itself)."""
+    if r == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), r]).generate_state(1)[0] >> 1)
+
+
+def _assemble(rounds: list, num_tasks: int, width: int) -> Episodes:
+    """Scatter the kept episodes of every round into ``[T, width, ...]`` rows, padding with
+    masked rows."""
+    first = rounds[0][1]
+    out = [x.new_zeros((num_tasks, width, *x.shape[2:])) for x in first]
+    for todo, ep, keep, rows in rounds:
+        sub, col = np.nonzero(keep)
+        src = (torch.as_tensor(sub, device=first.obs.device),
+               torch.as_tensor(col, device=first.obs.device))
+        dst = (torch.as_tensor(todo[sub], device=first.obs.device),
+               torch.as_tensor(rows[sub, col], device=first.obs.device))
+        for o, x in zip(out, ep):
+            o[dst] = x[src]
+    return Episodes(*out)
 
 
 def _check_params(params: Params, num_tasks: int) -> None:
@@ -87,17 +186,17 @@ def rollout(env, policy: Policy, params: Params, seed: int, stop_early: bool = F
 class BatchedSampler(Sampler):
     """Rollouts of a family's torch-native batched env, entirely on ``device``."""
 
-    def __init__(self, family: TaskFamily, policy: Policy, episodes_per_task: int, device="cpu"):
+    def __init__(self, family: TaskFamily, policy: Policy, episodes_per_task: int, device="cpu",
+                 batch_unit: str = "episodes"):
         if not family.batched:
             raise ValueError(f"{family.name} has no batched env; use VectorSampler")
         self.family, self.policy = family, policy
         self.episodes_per_task = TaskFamily.check_count(episodes_per_task, "episodes_per_task")
+        self.batch_unit = check_batch_unit(batch_unit)
         self.device = torch.device(device)
 
-    @torch.no_grad()
-    def sample(self, tasks: list, params: Params, seed: int) -> Episodes:
-        _check_params(params, len(tasks))
-        env = self.family.make_batched(tasks, self.episodes_per_task, self.device)
+    def collect(self, tasks: list, params: Params, seed: int, episodes: int) -> Episodes:
+        env = self.family.make_batched(tasks, episodes, self.device)
         return rollout(env, self.policy, params, seed)
 
 
@@ -136,18 +235,18 @@ class VectorSampler(Sampler):
         episodes_per_task: int,
         device="cpu",
         num_workers: int | None = None,
+        batch_unit: str = "episodes",
     ):
         from meta_rl.vector import TaskVectorEnv
 
         self.family, self.policy = family, policy
         self.episodes_per_task = TaskFamily.check_count(episodes_per_task, "episodes_per_task")
+        self.batch_unit = check_batch_unit(batch_unit)
         self.device = torch.device(device)
         self.vec = TaskVectorEnv(family, num_workers=num_workers)
 
-    @torch.no_grad()
-    def sample(self, tasks: list, params: Params, seed: int) -> Episodes:
-        _check_params(params, len(tasks))
-        self.vec.set_tasks([task for task in tasks for _ in range(self.episodes_per_task)])
+    def collect(self, tasks: list, params: Params, seed: int, episodes: int) -> Episodes:
+        self.vec.set_tasks([task for task in tasks for _ in range(episodes)])
         view = _TensorView(self.vec, len(tasks), self.family.horizon, self.device,
                            self.policy.discrete)
         return rollout(view, self.policy, params, seed, stop_early=True)
@@ -162,13 +261,9 @@ def make_sampler(
     episodes_per_task: int,
     device="cpu",
     num_workers: int | None = None,
+    batch_unit: str = "episodes",
 ) -> Sampler:
     """The batched sampler where the family has one, else the worker-process vector sampler."""
     if family.batched:
-        return BatchedSampler(family, policy, episodes_per_task, device)
-    return VectorSampler(family, policy, episodes_per_task, device, num_workers)
-
-
-def mean_return(episodes: Episodes) -> Tensor:
-    """Mean undiscounted episode return over all tasks and episodes (a 0-d tensor)."""
-    return episodes.returns().mean()
+        return BatchedSampler(family, policy, episodes_per_task, device, batch_unit)
+    return VectorSampler(family, policy, episodes_per_task, device, num_workers, batch_unit)

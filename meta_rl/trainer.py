@@ -76,7 +76,8 @@ def build(config: TrainConfig, device: torch.device | None = None) -> Setup:
     gen = torch.Generator().manual_seed(config.seed)
     params = {k: v.to(device) for k, v in policy.init_params(gen).items()}
     policy.to(device)
-    sampler = make_sampler(family, policy, config.episodes, device, config.num_workers)
+    sampler = make_sampler(family, policy, config.episodes, device, config.num_workers,
+                           config.batch_unit)
     learner = make_learner(config.algo, policy, sampler, config.algo_config, params)
     return Setup(config, family, policy, sampler, learner, device)
 

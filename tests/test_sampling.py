@@ -64,3 +64,63 @@ def test_sampler_rejects_unbatched_params():
 def test_make_sampler_chooses_path():
     family, policy, _, _ = setup()
     assert isinstance(make_sampler(family, policy, 2), BatchedSampler)
+
+
+def check_steps_batch(ep, by_episodes, E: int, H: int) -> None:
+    """Every task holds whole episodes totalling at least E x H env steps, and one episode fewer
+    would fall short; its first E rows are the ``"episodes"`` batch, and the padding rows that
+    even out the tasks hold no steps."""
+    assert ep.horizon == H and ep.episodes_per_task > E  # episodes ended early: more were drawn
+    for name, x, y in zip(ep._fields, ep, by_episodes):
+        torch.testing.assert_close(x[:, :E], y, msg=name)
+    lengths, valid = ep.lengths, ep.valid
+    for t in range(ep.num_tasks):
+        n = int(valid[t].sum())
+        assert bool(valid[t, :n].all()) and not bool(valid[t, n:].any())  # episodes first
+        kept = lengths[t, :n]
+        assert kept.sum() >= E * H > kept.sum() - kept[-1]
+        assert float(ep.mask[t, n:].abs().sum()) == 0.0
+    # every held episode ends exactly once, as in an episodes batch
+    ends = (ep.terminated | ep.truncated).sum(-1)
+    assert torch.equal(ends, valid.long())
+
+
+def test_steps_batch_fills_each_task_with_whole_episodes():
+    family, policy, params, tasks = setup("CartPoleDynamics", horizon=30)
+    by_episodes = BatchedSampler(family, policy, 4).sample(tasks, params, seed=2)
+    ep = BatchedSampler(family, policy, 4, batch_unit="steps").sample(tasks, params, seed=2)
+    check_steps_batch(ep, by_episodes, 4, 30)
+
+
+def test_steps_batch_without_early_ends_is_the_episodes_batch():
+    family, policy, params, tasks = setup("PendulumDynamics", horizon=20)
+    a = BatchedSampler(family, policy, 3).sample(tasks, params, seed=4)
+    b = BatchedSampler(family, policy, 3, batch_unit="steps").sample(tasks, params, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_vector_sampler_counts_steps_like_the_batched_sampler():
+    family, policy, params, tasks = setup("CartPoleDynamics", horizon=25)
+    vec = VectorSampler(family, policy, 3, num_workers=2)
+    try:
+        by_episodes = vec.sample(tasks, params, seed=7)
+        vec.batch_unit = "steps"
+        ep = vec.sample(tasks, params, seed=7)
+    finally:
+        vec.close()
+    check_steps_batch(ep, by_episodes, 3, 25)
+
+
+def test_task_returns_average_each_tasks_own_episodes():
+    family, policy, params, tasks = setup("CartPoleDynamics", horizon=30)
+    ep = BatchedSampler(family, policy, 4, batch_unit="steps").sample(tasks, params, seed=2)
+    for t in range(3):
+        own = ep.returns()[t][ep.valid[t]]
+        torch.testing.assert_close(ep.task_returns()[t], own.mean())
+    assert ep.num_episodes() == int(ep.valid.sum()) > 12
+
+
+def test_unknown_batch_unit_is_a_value_error():
+    family, policy, _, _ = setup()
+    with pytest.raises(ValueError, match="batch_unit must be 'episodes'.*or 'steps'.*got 'steps_'"):
+        BatchedSampler(family, policy, 2, batch_unit="steps_")
