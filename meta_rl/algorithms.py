@@ -103,9 +103,10 @@ class MetaLearner:
 
     # -- shared -------------------------------------------------------------------------------
     def adapt(self, tasks: list, seed: int, steps: int | None = None, differentiable=False,
-              later_lr_scale: float = 1.0):
+              later_lr_scale: float = 1.0, later_lr_decay: float = 1.0):
         """The inner loop from the current meta-parameters (used by training and evaluation);
-        steps after the first use ``later_lr_scale`` times the inner step size."""
+        step ``k >= 1`` uses ``later_lr_scale * later_lr_decay ** (k - 1)`` times the inner step
+        size (:func:`meta_rl.inner.step_scales`)."""
         c = self.config
         steps = c.inner_steps if steps is None else steps
         first_order = c.first_order or not differentiable
@@ -115,7 +116,7 @@ class MetaLearner:
             lr = detach(lr)
         with torch.set_grad_enabled(differentiable):
             return adapt(self.policy, params, tasks, self.sampler, steps, lr, seed,
-                         first_order, c.returns, later_lr_scale)
+                         first_order, c.returns, later_lr_scale, later_lr_decay)
 
     def meta_step(self, tasks: list, seed: int) -> dict[str, float]:
         """One meta-iteration on ``tasks``; returns its metrics."""
@@ -125,8 +126,8 @@ class MetaLearner:
         valid_adv = compute_advantages(valid, *c.returns)
         pre = adaptation.episodes[0] if adaptation.episodes else valid
         metrics = {
-            "pre_adapt_return": float(pre.returns().mean()),
-            "post_adapt_return": float(valid.returns().mean()),
+            "pre_adapt_return": float(pre.task_returns().mean()),
+            "post_adapt_return": float(valid.task_returns().mean()),
             "env_steps": sum(e.num_steps() for e in adaptation.episodes) + valid.num_steps(),
         }
         if adaptation.episodes:
@@ -224,8 +225,9 @@ class Reptile(MetaLearner):
             return torch.optim.Adam(self.meta_tensors(), lr=c.outer_lr)
         raise ValueError(f"reptile supports outer 'sgd' or 'adam', got {c.outer!r}")
 
-    def adapt(self, tasks, seed, steps=None, differentiable=False, later_lr_scale=1.0):
-        return super().adapt(tasks, seed, steps, False, later_lr_scale)
+    def adapt(self, tasks, seed, steps=None, differentiable=False, later_lr_scale=1.0,
+              later_lr_decay=1.0):
+        return super().adapt(tasks, seed, steps, False, later_lr_scale, later_lr_decay)
 
     @torch.no_grad()
     def outer_step(self, tasks, adaptation, valid, valid_adv) -> dict:

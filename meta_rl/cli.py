@@ -5,7 +5,7 @@
     meta-rl check-env NAME|module:Class
     meta-rl train [--preset NAME | --config FILE.yaml] [--env NAME] [--algo ...] [flags] [--out DIR]
     meta-rl train --resume DIR [--iterations N]
-    meta-rl evaluate DIR [--tasks 40] [--steps 3] [--episodes 20] [--seed S]
+    meta-rl evaluate DIR [--tasks 40] [--steps 3] [--episodes 20] [--seed S] [--out DIR2]
 
 Configuration precedence: defaults < preset or YAML file < command-line flags. Every user error
 (bad flag value, unknown env, unreadable YAML, missing checkpoint, existing run directory...)
@@ -94,7 +94,7 @@ _TRAIN_FLAGS = {
     "inner_lr": "inner_lr", "outer_lr": "outer_lr", "max_kl": "max_kl", "hidden": "hidden",
     "seed": "seed", "device": "device", "first_order": "first_order", "horizon": None,
     "threads": "threads", "num_workers": "num_workers", "checkpoint_every": "checkpoint_every",
-    "fisher_fraction": "fisher_fraction",
+    "fisher_fraction": "fisher_fraction", "batch_unit": "batch_unit",
 }
 
 
@@ -269,9 +269,10 @@ def cmd_evaluate(args) -> int:
     result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                       seed=args.seed, methods=methods, device=args.device,
                       ppo_tasks=args.ppo_tasks, later_lr_scale=args.later_lr_scale,
+                      batch_unit=args.batch_unit, later_lr_decay=args.later_lr_decay,
                       progress=lambda msg: console.print(msg, highlight=False))
     print_eval(result, console)
-    paths = write_eval(result, args.run_dir)
+    paths = write_eval(result, args.out or args.run_dir)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
     return 0
 
@@ -329,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive_int)
     p.add_argument("--meta-batch", type=_positive_int, help="tasks per meta-iteration (T)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per task and step (E)")
+    p.add_argument("--batch-unit", choices=["episodes", "steps"],
+                   help="count a batch in episodes (E per task) or env steps (E x horizon per "
+                        "task, whole episodes; rllab's rule)")
     p.add_argument("--inner-steps", type=_nonnegative_int, help="inner policy-gradient steps (K)")
     p.add_argument("--inner-lr", type=_positive_float, help="inner step size")
     p.add_argument("--outer-lr", type=_positive_float, help="Adam lr, or Reptile's epsilon")
@@ -354,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_positive_int, default=40, help="held-out tasks")
     p.add_argument("--steps", type=_nonnegative_int, default=3, help="adaptation steps K")
     p.add_argument("--episodes", type=_positive_int, default=20, help="episodes per task and step")
+    p.add_argument("--batch-unit", choices=["episodes", "steps"], default=None,
+                   help="count a batch in episodes or in env steps (E x horizon per task; the "
+                        "MAML authors' rule); default: the run's")
     p.add_argument("--seed", type=_nonnegative_int, default=None,
                    help="evaluation seed (default: the run's; tasks never overlap training's)")
     p.add_argument("--baselines", default="meta,random,pretrained,ppo",
@@ -363,7 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--later-lr-scale", type=_positive_float, default=1.0,
                    help="inner step size after the first step, relative to the first (the MAML "
                         "paper's evaluation: 0.5)")
+    p.add_argument("--later-lr-decay", type=_positive_float, default=1.0,
+                   help="multiply the step size again at every step after the second (default 1: "
+                        "every later step at --later-lr-scale)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for eval.json and adaptation.png (default: the run directory; "
+                        "give another to keep an earlier evaluation)")
     p.set_defaults(run=cmd_evaluate)
     return parser
 

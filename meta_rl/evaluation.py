@@ -18,7 +18,10 @@ a 95% confidence interval across tasks. Every method is measured on the same tas
   ``K``). Step ``k`` of every policy-gradient method uses rollout seed ``rollout_seed + k``, so
   the methods see common random numbers and the step-``k`` figures do not depend on ``K``.
   ``later_lr_scale`` multiplies the step size of steps ``2..K`` for all three (the MAML paper's
-  evaluation halves it: 0.5).
+  evaluation halves it: 0.5), and ``later_lr_decay`` multiplies it again at every step after
+  the second (step ``k`` uses ``later_lr_scale * later_lr_decay ** (k - 2)``). With ``batch_unit="steps"`` a batch is whole episodes up to
+  ``E * H`` env steps per task (the MAML authors' sampler), and a task's return is the mean over
+  however many episodes that gave.
 - ``random`` is the same learner class built from ``policy.init_params(Generator().manual_seed(
   seed))``; with the default ``seed`` that is the run's own initialisation before meta-training.
   (A fresh Meta-SGD learner has every rate equal to ``inner_lr``.)
@@ -77,6 +80,7 @@ from meta_rl.algorithms import MetaLearner, make_learner
 from meta_rl.checkpoint import CHECKPOINT, load_checkpoint
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig
 from meta_rl.inner import check_lr_scale
+from meta_rl.sampling import check_batch_unit
 from meta_rl.trainer import Setup, Trainer, build, iteration_seed, restore_learner
 
 METHODS = ("meta", "random", "pretrained", "ppo")
@@ -138,6 +142,10 @@ class EvalResult:
     ci_method: str
     later_lr_scale: float = 1.0
     """inner step size of steps after the first, relative to the first"""
+    later_lr_decay: float = 1.0
+    """factor applied to the step size at every step after the second"""
+    batch_unit: str = "episodes"
+    """what ``episodes`` counted: episodes, or env steps in units of the horizon"""
 
     def to_dict(self) -> dict:
         return {
@@ -154,6 +162,8 @@ class EvalResult:
             "rollout_seed": self.rollout_seed,
             "ci": self.ci_method,
             "later_lr_scale": self.later_lr_scale,
+            "later_lr_decay": self.later_lr_decay,
+            "batch_unit": self.batch_unit,
             "task_list": [t.to_json() for t in self.tasks],
         }
 
@@ -245,15 +255,15 @@ def summarize(per_task: np.ndarray, env_steps, wall_s: float, **extra) -> Method
 
 
 def adaptation_curve(learner: MetaLearner, tasks: list, seed: int, steps: int,
-                     later_lr_scale: float = 1.0):
+                     later_lr_scale: float = 1.0, later_lr_decay: float = 1.0):
     """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``learner.adapt`` (steps
     after the first with ``later_lr_scale`` times the step size), and the mean env steps per task
     spent before each measurement ``[K + 1]``."""
     adaptation = learner.adapt(tasks, seed, steps=steps, differentiable=False,
-                               later_lr_scale=later_lr_scale)
+                               later_lr_scale=later_lr_scale, later_lr_decay=later_lr_decay)
     final = learner.sampler.sample(tasks, adaptation.params, seed + steps)
     batches = [*adaptation.episodes, final]
-    returns = torch.stack([ep.returns().mean(1) for ep in batches]).double().cpu().numpy()
+    returns = torch.stack([ep.task_returns() for ep in batches]).double().cpu().numpy()
     per_batch = [float(ep.mask.sum()) / len(tasks) for ep in batches]
     spent = np.concatenate([[0.0], np.cumsum(per_batch[:-1])])
     return returns, spent
@@ -431,6 +441,8 @@ def evaluate(
     progress: Progress | None = None,
     ppo_tasks: int | None = None,
     later_lr_scale: float = 1.0,
+    batch_unit: str | None = None,
+    later_lr_decay: float = 1.0,
 ) -> EvalResult:
     """Adaptation curves of the run in ``run_dir`` and the baselines on held-out tasks.
 
@@ -440,13 +452,18 @@ def evaluate(
     run's), ``progress`` receives one-line status messages, ``ppo_tasks`` runs PPO on only the
     first that many held-out tasks (default all; capped at ``tasks``), ``later_lr_scale``
     multiplies the inner step size of every step after the first for the policy-gradient methods
-    (1 keeps it; the MAML paper's evaluation halves it, 0.5).
+    (1 keeps it; the MAML paper's evaluation halves it, 0.5), ``later_lr_decay`` multiplies it
+    again at each step after the second (1 keeps it), ``batch_unit`` says whether
+    ``episodes`` counts episodes or env steps (``E * H`` per task; default: the run's).
     """
     tasks = _count(tasks, "tasks", 1, "the number of held-out tasks, e.g. 40")
     steps = _count(steps, "steps", 0, "adaptation steps K, e.g. 3")
     episodes = _count(episodes, "episodes", 1, "episodes per task, e.g. 20")
     methods = check_methods(methods)
     later_lr_scale = check_lr_scale(later_lr_scale)
+    later_lr_decay = check_lr_scale(later_lr_decay, "later_lr_decay")
+    if batch_unit is not None:
+        check_batch_unit(batch_unit)
     if ppo_tasks is not None:
         ppo_tasks = min(_count(ppo_tasks, "ppo_tasks", 1, "or None for every task"), tasks)
     run_dir = Path(run_dir)
@@ -460,6 +477,8 @@ def evaluate(
     overrides = {"episodes": episodes}
     if device is not None:
         overrides["device"] = str(device)
+    if batch_unit is not None:
+        overrides["batch_unit"] = batch_unit
     if "pretrained" in methods and state["iteration"] < 1:
         raise ValueError(
             f"the run in {run_dir} has no completed iteration, so the pretrained baseline has no "
@@ -491,7 +510,7 @@ def evaluate(
                         name, setup, state, eval_config, seed, run_dir, progress)
                     start = time.perf_counter()
                     returns, spent = adaptation_curve(learner, held_out, rollout_seed, steps,
-                                                      later_lr_scale)
+                                                      later_lr_scale, later_lr_decay)
                     results[name] = summarize(returns, spent, time.perf_counter() - start,
                                               **extra)
                 say(f"{name}: step {steps} return {results[name].mean[-1]:.2f} "
@@ -503,7 +522,8 @@ def evaluate(
         run=str(run_dir), family=setup.family.name, algo=config.algo, seed=seed, steps=steps,
         episodes=episodes, horizon=setup.family.horizon, tasks=held_out, task_seed=task_seed,
         rollout_seed=rollout_seed, methods=results, ci_method=ci_method(),
-        later_lr_scale=later_lr_scale,
+        later_lr_scale=later_lr_scale, later_lr_decay=later_lr_decay,
+        batch_unit=eval_config.batch_unit,
     )
 
 

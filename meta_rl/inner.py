@@ -98,39 +98,48 @@ def adapt(
     first_order: bool = False,
     returns: ReturnsConfig = ReturnsConfig(),
     later_lr_scale: float = 1.0,
+    later_lr_decay: float = 1.0,
 ) -> Adaptation:
     """``steps`` inner policy-gradient steps from ``meta_params`` for each of ``tasks``.
 
-    Step ``k`` samples its episodes with seed ``seed + k``. The first step uses ``lr``, later
-    steps ``later_lr_scale * lr`` (the MAML paper evaluates with 0.5: "halving the learning rate
-    after the first gradient step"). Returns the adapted per-task parameters and the data of
-    every step.
+    Step ``k`` samples its episodes with seed ``seed + k``. The first step uses ``lr``; step
+    ``k >= 1`` (counting from 0) uses ``lr * later_lr_scale * later_lr_decay ** (k - 1)``
+    (:func:`step_scales`). The MAML paper evaluates with ``later_lr_scale`` 0.5: "halving the
+    learning rate after the first gradient step". Returns the adapted per-task parameters and
+    the data of every step.
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
-    later_lr_scale = check_lr_scale(later_lr_scale)
-    later_lr = scale_lr(lr, later_lr_scale)
+    scales = step_scales(steps, later_lr_scale, later_lr_decay)
     params = batch_params(meta_params, len(tasks))
     episodes, advantages = [], []
     for k in range(steps):
         ep = sampler.sample(tasks, {n: p.detach() for n, p in params.items()}, seed + k)
         adv = compute_advantages(ep, returns.gamma, returns.gae_lambda, returns.normalize)
-        params = inner_step(policy, params, ep, adv, lr if k == 0 else later_lr, first_order)
+        params = inner_step(policy, params, ep, adv, scale_lr(lr, scales[k]), first_order)
         episodes.append(ep)
         advantages.append(adv)
     return Adaptation(params, episodes, advantages)
 
 
-def check_lr_scale(value) -> float:
+def check_lr_scale(value, name: str = "later_lr_scale") -> float:
     """``value`` as a float in (0, inf), or a ``ValueError`` that names it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
         0 < value < math.inf
     ):
-        raise ValueError(
-            f"later_lr_scale must be a number > 0, got {value!r} (1 keeps the step size; the "
-            "MAML paper's evaluation uses 0.5)"
-        )
+        hint = {"later_lr_scale": "1 keeps the step size; the MAML paper's evaluation uses 0.5",
+                "later_lr_decay": "1 keeps every later step at later_lr_scale; 0.5 halves "
+                                  "each one"}.get(name, "1 changes nothing")
+        raise ValueError(f"{name} must be a number > 0, got {value!r} ({hint})")
     return float(value)
+
+
+def step_scales(steps: int, later_lr_scale: float = 1.0, later_lr_decay: float = 1.0) -> list[float]:
+    """The step size of each of ``steps`` inner steps relative to the first:
+    ``[1, s, s*d, s*d**2, ..]`` for ``later_lr_scale`` s and ``later_lr_decay`` d."""
+    s = check_lr_scale(later_lr_scale)
+    d = check_lr_scale(later_lr_decay, "later_lr_decay")
+    return [1.0 if k == 0 else s * d ** (k - 1) for k in range(steps)]
 
 
 def scale_lr(lr: float | Params, scale: float) -> float | Params:

@@ -12,7 +12,7 @@ Every function takes an :class:`~meta_rl.evaluation.EvalResult` or the dict of i
 with only the methods that were run. Each method also carries ``tasks`` (how many it was
 measured on), ``per_task`` (``[K + 1][n]``), ``env_steps``, ``wall_s`` and method notes; the top
 level also has ``algo``, ``episodes``, ``horizon``, ``run``, ``task_seed``, ``rollout_seed``,
-``ci``, ``later_lr_scale`` and ``task_list``. A non-finite number (a diverged policy) is written as ``null``.
+``ci``, ``later_lr_scale``, ``later_lr_decay``, ``batch_unit`` and ``task_list``. A non-finite number (a diverged policy) is written as ``null``.
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
 """
@@ -64,8 +64,18 @@ def _cell(mean, ci, compact: bool) -> str:
 
 
 def _lr_note(d: dict) -> str:
-    scale = d.get("later_lr_scale", 1.0)
-    return "" if scale == 1.0 else f"; steps after the first at {scale:g}× the step size"
+    scale, decay = d.get("later_lr_scale", 1.0), d.get("later_lr_decay", 1.0)
+    if scale == 1.0 and decay == 1.0:
+        return ""
+    note = f"; steps after the first at {scale:g}× the step size"
+    return note if decay == 1.0 else note + f", ×{decay:g} more at each later step"
+
+
+def _batch_note(d: dict) -> str:
+    episodes = d.get("episodes", "?")
+    if d.get("batch_unit", "episodes") == "steps":
+        return f"batches of {episodes} × {d.get('horizon', '?')} env steps (whole episodes)"
+    return f"{episodes} episodes each"
 
 
 def eval_table(result, compact: bool = False) -> Table:
@@ -74,7 +84,7 @@ def eval_table(result, compact: bool = False) -> Table:
     d = _as_dict(result)
     table = Table(
         title=f"{d['family']} ({d.get('algo', '?')}): return after k adaptation steps",
-        caption=f"{d['tasks']} held-out tasks, {d.get('episodes', '?')} episodes each, "
+        caption=f"{d['tasks']} held-out tasks, {_batch_note(d)}, "
                 f"seed {d['seed']}{_lr_note(d)}; mean ± 95% CI over tasks; "
                 "wall s includes pretraining",
     )

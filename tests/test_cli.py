@@ -58,6 +58,7 @@ BAD_TRAIN = {
     "malformed hidden": (["--hidden", "64,x"], "comma-separated positive integers"),
     "outer that does not fit": (["--algo", "reptile", "--outer", "trpo"], "does not fit algo"),
     "missing yaml": (["--config", "nowhere.yaml"], "does not exist"),
+    "unknown batch unit": (["--batch-unit", "frames"], "invalid choice: 'frames'"),
 }
 
 
@@ -269,12 +270,29 @@ def test_evaluate_writes_json_png_and_table(trained, capsys):
     (["--episodes", "-1"], "--episodes: must be a positive integer"),
     (["--steps", "x"], "--steps: must be an integer >= 0"),
     (["--baselines", "meta,magic"], "--baselines: unknown evaluation method(s) 'magic'"),
+    (["--later-lr-decay", "0"], "--later-lr-decay: must be a positive number"),
+    (["--batch-unit", "frames"], "invalid choice: 'frames'"),
 ])
 def test_bad_evaluate_input_is_one_line(flags, expected, trained, capsys):
     before = snapshot(trained)
     assert main(["evaluate", str(trained), *flags]) == 2
     assert_one_line_error(capsys.readouterr().err, expected)
     assert snapshot(trained) == before
+
+
+def test_evaluate_out_keeps_the_runs_own_evaluation(trained, tmp_path, capsys):
+    """--out writes elsewhere (the run's eval.json is untouched); the batch unit and the step-size
+    schedule are recorded."""
+    before = snapshot(trained)
+    other = tmp_path / "steps-eval"
+    assert main(["evaluate", str(trained), "--tasks", "2", "--steps", "3", "--episodes", "2",
+                 "--baselines", "meta", "--batch-unit", "steps", "--later-lr-scale", "0.5",
+                 "--later-lr-decay", "0.5", "--out", str(other)]) == 0
+    assert snapshot(trained) == before
+    result = json.loads((other / "eval.json").read_text())
+    assert result["batch_unit"] == "steps" and result["later_lr_decay"] == 0.5
+    assert (other / "adaptation.png").exists()
+    assert "env steps" in capsys.readouterr().out
 
 
 def test_evaluate_without_a_run_is_one_line(tmp_path, capsys):

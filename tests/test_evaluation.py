@@ -160,8 +160,39 @@ def test_later_lr_scale_changes_only_the_steps_after_the_first(run, first):
         final = setup.sampler.sample(half.tasks, params, half.rollout_seed + 2)
     finally:
         setup.close()
-    np.testing.assert_allclose(final.returns().mean(1).double().numpy(),
+    np.testing.assert_allclose(final.task_returns().double().numpy(),
                                half.methods["meta"].per_task[2], rtol=1e-5)
+
+
+def test_step_scales():
+    from meta_rl.inner import step_scales
+
+    assert step_scales(4, 0.5, 0.5) == [1.0, 0.5, 0.25, 0.125]
+    assert step_scales(3) == [1.0, 1.0, 1.0] and step_scales(0) == []
+    with pytest.raises(ValueError, match="later_lr_decay must be a number > 0"):
+        step_scales(2, 0.5, 0.0)
+
+
+def test_later_lr_decay_changes_only_the_steps_after_the_second(run):
+    three = {**SIZES, "steps": 3}
+    half = evaluate(run, **three, methods="meta", later_lr_scale=0.5)
+    decayed = evaluate(run, **three, methods="meta", later_lr_scale=0.5, later_lr_decay=0.25)
+    a, b = half.methods["meta"].per_task, decayed.methods["meta"].per_task
+    assert b[:3] == a[:3] and b[3] != a[3]
+    assert decayed.to_dict()["later_lr_decay"] == 0.25 and half.to_dict()["later_lr_decay"] == 1
+    assert "×0.25 more at each later step" in eval_table(decayed).caption
+
+
+def test_steps_batches_spend_the_env_step_budget_on_whole_episodes(run, first):
+    """With ``batch_unit="steps"`` every measurement batch has at least E x H env steps per task;
+    an episodes batch at most that. The unit is recorded and shown."""
+    budget = SIZES["episodes"] * HORIZON
+    steps = evaluate(run, **SIZES, methods="meta", batch_unit="steps")
+    spent = np.diff(steps.methods["meta"].env_steps)
+    assert steps.to_dict()["batch_unit"] == "steps" and (spent >= budget).all()
+    assert first[0].to_dict()["batch_unit"] == "episodes"
+    assert (np.diff(first[0].methods["meta"].env_steps) <= budget).all()
+    assert "env steps" in eval_table(steps).caption
 
 
 def test_eval_seeds_skip_reserved_words():
@@ -241,6 +272,8 @@ def test_report_table_and_training_plot(run, first):
         ({"ppo_tasks": 0}, "ppo_tasks must be an integer >= 1"),
         ({"later_lr_scale": 0}, "later_lr_scale must be a number > 0, got 0"),
         ({"later_lr_scale": float("nan")}, "later_lr_scale must be a number > 0"),
+        ({"later_lr_decay": -1}, "later_lr_decay must be a number > 0, got -1"),
+        ({"batch_unit": "frames"}, "batch_unit must be 'episodes'.*got 'frames'"),
     ],
 )
 def test_bad_inputs_raise_value_errors(run, kwargs, match):
