@@ -6,12 +6,21 @@
 
 For each algorithm and seed it trains the shipped preset ``<target>-<algo>`` (the MAML paper's
 settings) into ``--out/<target>-<algo>-s<seed>`` (an existing complete run is reused, an
-interrupted one resumed), evaluates it with the MAML paper's protocol (40 held-out tasks, 0-3
-adaptation steps of 40 episodes each, "each with 40 samples" in the paper's section 5.3, and the
-step size halved after the first step, its appendix A.2), and appends a table to
+interrupted one resumed), evaluates it with the MAML paper's protocol, and appends a table to
 ``docs/results.md``: the mean over seeds +- their standard deviation after each step, every
 seed's own figures, the training wall time per seed, the hardware and the exact command, beside
 the papers' numbers.
+
+The protocol: 40 held-out tasks, 0-3 adaptation steps, each on a batch of 40 x horizon env steps
+of whole episodes (the authors' test script samples ``batch_size=4000`` env steps per step; the
+paper's section 5.3 says "each with 40 samples"), with a smaller step size after the first step
+(the paper's appendix A.2: "halving the learning rate after the first gradient step").
+
+How much smaller is chosen per run on validation tasks, never on the reported ones: every
+schedule of :data:`LR_GRID` (``later_lr_scale``, ``later_lr_decay``) is evaluated on other
+held-out tasks (evaluation seed ``VALIDATION_SEED + seed``), the one with the best mean return
+over steps 2..K is kept, and only then are the reported tasks (evaluation seed ``seed``)
+measured, once. ``--later-lr-scale`` fixes the schedule instead (the paper's: 0.5).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from meta_rl.checkpoint import load_checkpoint  # noqa: E402
 from meta_rl.cli import load_yaml_config, seed_global_rngs  # noqa: E402
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig  # noqa: E402
 from meta_rl.evaluation import check_methods, evaluate  # noqa: E402
-from meta_rl.inner import check_lr_scale  # noqa: E402
+from meta_rl.inner import step_scales  # noqa: E402
 from meta_rl.progress import TrainingProgress  # noqa: E402
 from meta_rl.report import write_eval  # noqa: E402
 from meta_rl.trainer import Trainer  # noqa: E402
@@ -48,6 +57,12 @@ PAPER = {
     "halfcheetahdir": {"maml": ("MAML paper, Table 5", [-50.69, 293.19, 313.48, 315.65])},
 }
 TARGETS = ("navigation2d", "halfcheetahdir", "halfcheetahvel", "antdir")
+#: (later_lr_scale, later_lr_decay) schedules tried on validation tasks: the constant step, the
+#: paper's halving, and smaller or decaying later steps
+LR_GRID = tuple((s, d) for s in (1.0, 0.5, 0.35, 0.25) for d in (1.0, 0.5))
+#: evaluation seed of a run's validation tasks, plus the run's seed (reported tasks use the
+#: run's seed itself, so the two sets are drawn from different seeds)
+VALIDATION_SEED = 1000
 ALGOS = ("maml", "metasgd", "reptile")
 NAMES = {"maml": "MAML", "metasgd": "Meta-SGD", "reptile": "Reptile"}
 
@@ -75,7 +90,8 @@ def train(config: TrainConfig, out: Path, console: Console) -> dict:
         def experiment(c: dict) -> dict:  # what is computed, not how long or where
             return {k: v for k, v in c.items() if k not in ("iterations", *RUNTIME_FIELDS)}
 
-        if experiment(state["config"]) != experiment(config.to_dict()):
+        saved = TrainConfig.from_dict(state["config"]).to_dict()  # fields added since: defaults
+        if experiment(saved) != experiment(config.to_dict()):
             raise SystemExit(f"error: {out} holds a run with another config; remove it or pass --out")
         if state["iteration"] >= config.iterations:
             console.print(f"reusing {out} ({state['iteration']} iterations)")
@@ -93,6 +109,29 @@ def train(config: TrainConfig, out: Path, console: Console) -> dict:
     return load_checkpoint(out)
 
 
+def select_schedule(out: Path, seed: int, args, console: Console) -> tuple[float, float, list]:
+    """The (later_lr_scale, later_lr_decay) of :data:`LR_GRID` with the best mean return over
+    steps 2..K on the run's validation tasks, and every schedule's validation curve."""
+    tried = []
+    for scale, decay in LR_GRID:
+        if args.steps < 3 and decay != 1.0:
+            continue  # the decay only acts from step 3 on
+        result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
+                          seed=VALIDATION_SEED + seed, methods="meta", later_lr_scale=scale,
+                          later_lr_decay=decay, batch_unit=args.batch_unit)
+        curve = result.methods["meta"].mean
+        tried.append({"later_lr_scale": scale, "later_lr_decay": decay, "validation": curve})
+        console.print(f"  validation, scale {scale:g} decay {decay:g}: "
+                      + " / ".join(f"{v:.2f}" for v in curve), highlight=False)
+    best = max(tried, key=lambda t: statistics.mean(t["validation"][2:]))
+    return best["later_lr_scale"], best["later_lr_decay"], tried
+
+
+def schedule(steps: int, scale: float, decay: float) -> str:
+    """The inner step sizes relative to the first, e.g. ``1, 0.5, 0.5``."""
+    return ", ".join(f"{s:g}" for s in step_scales(steps, scale, decay))
+
+
 def fmt(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -101,13 +140,14 @@ def fmt(values: list[float]) -> str:
 
 def table(target: str, rows: dict[str, list[dict]], steps: int) -> str:
     head = "| method | seeds | " + " | ".join(f"step {k}" for k in range(steps + 1))
-    head += " | iterations | train wall / seed |\n|" + "---|" * (steps + 5) + "\n"
+    head += " | iterations | train wall / seed | step sizes |\n|" + "---|" * (steps + 6) + "\n"
     lines = []
     for algo, source_values in PAPER.get(target, {}).items():
         source, values = source_values
         if algo in rows:
             cells = " | ".join("—" if v is None else f"{v:.2f}" for v in values[: steps + 1])
-            lines.append(f"| {NAMES[algo]} ({source}) | — | {cells} | 500 (paper) | — |")
+            sizes = schedule(steps, 0.5, 1.0) if algo == "maml" else "—"
+            lines.append(f"| {NAMES[algo]} ({source}) | — | {cells} | 500 (paper) | — | {sizes} |")
     for algo, runs in rows.items():
         means = [[r["meta"][k] for r in runs] for k in range(steps + 1)]
         seeds = ",".join(str(r["seed"]) for r in runs)
@@ -116,15 +156,16 @@ def table(target: str, rows: dict[str, list[dict]], steps: int) -> str:
             f" ({min(walls):.1f}–{max(walls):.1f})" if len(walls) > 1 else "")
         lines.append(f"| **{NAMES[algo]} (ours)** | {seeds} | "
                      + " | ".join(fmt(m) for m in means)
-                     + f" | {runs[0]['iterations']} | {wall} |")
+                     + f" | {runs[0]['iterations']} | {wall} | per seed |")
         for r in runs:
+            sizes = schedule(steps, r["later_lr_scale"], r["later_lr_decay"])
             lines.append(f"| &nbsp;&nbsp;seed {r['seed']} | {r['seed']} | "
                          + " | ".join(f"{v:.2f} ± {c:.2f}" for v, c in zip(r["meta"], r["ci"]))
-                         + f" | {r['iterations']} | {r['wall_s'] / 60:.1f} min |")
+                         + f" | {r['iterations']} | {r['wall_s'] / 60:.1f} min | {sizes} |")
         for name in runs[0]["baselines"]:
             curves = [[r["baselines"][name][k] for r in runs] for k in range(steps + 1)]
             lines.append(f"| &nbsp;&nbsp;baseline: {name} | {seeds} | "
-                         + " | ".join(fmt(c) for c in curves) + " | — | — |")
+                         + " | ".join(fmt(c) for c in curves) + " | — | — | as the seed's |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -147,9 +188,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="markdown file the table is appended to")
     parser.add_argument("--fisher-fraction", type=float, default=None,
                         help="TRPO curvature subsample (default: the preset's, 0.2; 1 is exact)")
-    parser.add_argument("--later-lr-scale", type=float, default=0.5,
+    parser.add_argument("--later-lr-scale", type=float, default=None,
                         help="evaluation step size after the first step, relative to the first "
-                             "(default 0.5, the MAML paper's; 1 keeps it)")
+                             "(default: chosen per run on validation tasks; 0.5 is the MAML "
+                             "paper's, 1 keeps it)")
+    parser.add_argument("--later-lr-decay", type=float, default=1.0,
+                        help="with --later-lr-scale: multiply the step size again at each step "
+                             "after the second (default 1)")
+    parser.add_argument("--batch-unit", choices=["episodes", "steps"], default="steps",
+                        help="evaluation batches of --episodes episodes, or of --episodes x "
+                             "horizon env steps of whole episodes (default, the authors' test "
+                             "script)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in this process (default: torch's choice)")
     parser.add_argument("--note", default="", help="a sentence added under the table")
@@ -170,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < (0 if name == "steps" else 1):
             parser.error(f"--{name} must be {'>= 0' if name == 'steps' else 'positive'}, got {value}")
     try:
-        check_lr_scale(args.later_lr_scale)
+        step_scales(args.steps, 1.0 if args.later_lr_scale is None else args.later_lr_scale,
+                    args.later_lr_decay)
     except ValueError as exc:
-        parser.error(f"--later-lr-scale: {exc}")
+        parser.error(str(exc))
+    if args.later_lr_scale is None and args.steps < 2:
+        parser.error("choosing the later step size needs --steps >= 2; or give --later-lr-scale")
     if any(seed < 0 for seed in seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
 
@@ -193,8 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig.from_dict(data)
             out = Path(args.out) / f"{args.target}-{algo}-s{seed}{suffix}"
             state = train(config, out, console)
+            if args.later_lr_scale is None:
+                scale, decay, tried = select_schedule(out, seed, args, console)
+            else:
+                scale, decay, tried = args.later_lr_scale, args.later_lr_decay, []
             result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
-                              methods=methods, later_lr_scale=args.later_lr_scale,
+                              methods=methods, later_lr_scale=scale, later_lr_decay=decay,
+                              batch_unit=args.batch_unit,
                               progress=lambda m: console.print(m, highlight=False))
             write_eval(result, out)
             meta = result.methods["meta"]
@@ -202,16 +259,26 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": seed, "meta": meta.mean, "ci": meta.ci95,
                 "iterations": state["iteration"], "wall_s": state["totals"]["wall_s"],
                 "baselines": {n: m.mean for n, m in result.methods.items() if n != "meta"},
+                "later_lr_scale": scale, "later_lr_decay": decay, "validation": tried,
             })
             console.print(f"{args.target} {algo} seed {seed}: after 0..{args.steps} steps "
-                          + " / ".join(f"{v:.2f}" for v in meta.mean))
+                          + " / ".join(f"{v:.2f}" for v in meta.mean)
+                          + f" (later steps {scale:g}, decay {decay:g})")
 
+    batch = (f"{args.episodes} × horizon env steps of whole episodes"
+             if args.batch_unit == "steps" else f"{args.episodes} episodes")
+    if args.later_lr_scale is None:
+        sizes = (f"Step sizes relative to the first (last column) chosen per run among "
+                 f"{len(LR_GRID)} schedules by the mean return over steps 2..{args.steps} on "
+                 f"{args.tasks} validation tasks (evaluation seed {VALIDATION_SEED} + seed), "
+                 f"not on the reported tasks")
+    else:
+        sizes = f"Step sizes relative to the first: {schedule(args.steps, args.later_lr_scale, args.later_lr_decay)}"
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     section = (f"\n## {args.target}: {', '.join(NAMES[a] for a in algos)} "
                f"({datetime.date.today().isoformat()})\n\n"
                f"`{command}` on {machine()}. Returns on {args.tasks} held-out tasks after "
-               f"0..{args.steps} adaptation steps of {args.episodes} episodes (steps after the "
-               f"first at {args.later_lr_scale:g}× the inner step size); ours are the mean "
+               f"0..{args.steps} adaptation steps, each on {batch}. {sizes}; ours are the mean "
                f"over seeds ± their standard deviation, then each seed's mean ± 95% CI over "
                f"tasks. Train wall time is meta-training only (evaluation excluded).\n\n"
                + table(args.target, rows, args.steps)
