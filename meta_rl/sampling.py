@@ -35,7 +35,8 @@ from meta_rl.policies import Params, Policy
 BATCH_UNITS = ("episodes", "steps")
 #: rounds a ``"steps"`` batch may take before the sampler gives up. After the first, a round draws
 #: enough episodes, at the mean length so far, to fill the largest remaining budget, so a batch
-#: usually takes two or three.
+#: needs few. Memory grows with the episodes a task needs: ``E x horizon`` one-step episodes
+#: would be ``E x horizon`` padded rows.
 MAX_ROUNDS = 64
 
 
