@@ -265,6 +265,9 @@ def cmd_evaluate(args) -> int:
         methods = check_methods(args.baselines)
     except ValueError as exc:
         raise CLIError(f"--baselines: {exc}") from None
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CLIError(f"--out {args.out} is a file; give a folder for eval.json and "
+                       "adaptation.png")
     console = Console()
     result = evaluate(args.run_dir, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                       seed=args.seed, methods=methods, device=args.device,

@@ -19,9 +19,9 @@ a 95% confidence interval across tasks. Every method is measured on the same tas
   the methods see common random numbers and the step-``k`` figures do not depend on ``K``.
   ``later_lr_scale`` multiplies the step size of steps ``2..K`` for all three (the MAML paper's
   evaluation halves it: 0.5), and ``later_lr_decay`` multiplies it again at every step after
-  the second (step ``k`` uses ``later_lr_scale * later_lr_decay ** (k - 2)``). With ``batch_unit="steps"`` a batch is whole episodes up to
-  ``E * H`` env steps per task (the MAML authors' sampler), and a task's return is the mean over
-  however many episodes that gave.
+  the second (step ``k`` uses ``later_lr_scale * later_lr_decay ** (k - 2)``). With
+  ``batch_unit="steps"`` a batch is whole episodes up to ``E * H`` env steps per task (the MAML
+  authors' sampler), and a task's return is the mean over however many episodes that gave.
 - ``random`` is the same learner class built from ``policy.init_params(Generator().manual_seed(
   seed))``; with the default ``seed`` that is the run's own initialisation before meta-training.
   (A fresh Meta-SGD learner has every rate equal to ``inner_lr``.)

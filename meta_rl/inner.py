@@ -134,7 +134,8 @@ def check_lr_scale(value, name: str = "later_lr_scale") -> float:
     return float(value)
 
 
-def step_scales(steps: int, later_lr_scale: float = 1.0, later_lr_decay: float = 1.0) -> list[float]:
+def step_scales(steps: int, later_lr_scale: float = 1.0,
+                later_lr_decay: float = 1.0) -> list[float]:
     """The step size of each of ``steps`` inner steps relative to the first:
     ``[1, s, s*d, s*d**2, ..]`` for ``later_lr_scale`` s and ``later_lr_decay`` d."""
     s = check_lr_scale(later_lr_scale)

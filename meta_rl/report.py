@@ -12,7 +12,8 @@ Every function takes an :class:`~meta_rl.evaluation.EvalResult` or the dict of i
 with only the methods that were run. Each method also carries ``tasks`` (how many it was
 measured on), ``per_task`` (``[K + 1][n]``), ``env_steps``, ``wall_s`` and method notes; the top
 level also has ``algo``, ``episodes``, ``horizon``, ``run``, ``task_seed``, ``rollout_seed``,
-``ci``, ``later_lr_scale``, ``later_lr_decay``, ``batch_unit`` and ``task_list``. A non-finite number (a diverged policy) is written as ``null``.
+``ci``, ``later_lr_scale``, ``later_lr_decay``, ``batch_unit`` and ``task_list``. A non-finite
+number (a diverged policy) is written as ``null``.
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
 """

@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.tasks} validation tasks (evaluation seed {VALIDATION_SEED} + seed), "
                  f"not on the reported tasks")
     else:
-        sizes = f"Step sizes relative to the first: {schedule(args.steps, args.later_lr_scale, args.later_lr_decay)}"
+        fixed = schedule(args.steps, args.later_lr_scale, args.later_lr_decay)
+        sizes = f"Step sizes relative to the first: {fixed}"
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     section = (f"\n## {args.target}: {', '.join(NAMES[a] for a in algos)} "
                f"({datetime.date.today().isoformat()})\n\n"

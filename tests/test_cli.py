@@ -272,6 +272,7 @@ def test_evaluate_writes_json_png_and_table(trained, capsys):
     (["--baselines", "meta,magic"], "--baselines: unknown evaluation method(s) 'magic'"),
     (["--later-lr-decay", "0"], "--later-lr-decay: must be a positive number"),
     (["--batch-unit", "frames"], "invalid choice: 'frames'"),
+    (["--out", str(ROOT / "README.md")], "is a file; give a folder"),
 ])
 def test_bad_evaluate_input_is_one_line(flags, expected, trained, capsys):
     before = snapshot(trained)
