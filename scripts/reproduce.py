@@ -132,6 +132,12 @@ def schedule(steps: int, scale: float, decay: float) -> str:
     return ", ".join(f"{s:g}" for s in step_scales(steps, scale, decay))
 
 
+def shared_schedule(runs: list[dict], steps: int) -> str:
+    """The step sizes of ``runs`` if they share one schedule, else "per seed"."""
+    chosen = {(r["later_lr_scale"], r["later_lr_decay"]) for r in runs}
+    return schedule(steps, *chosen.pop()) if len(chosen) == 1 else "per seed"
+
+
 def fmt(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -156,7 +162,7 @@ def table(target: str, rows: dict[str, list[dict]], steps: int) -> str:
             f" ({min(walls):.1f}–{max(walls):.1f})" if len(walls) > 1 else "")
         lines.append(f"| **{NAMES[algo]} (ours)** | {seeds} | "
                      + " | ".join(fmt(m) for m in means)
-                     + f" | {runs[0]['iterations']} | {wall} | per seed |")
+                     + f" | {runs[0]['iterations']} | {wall} | {shared_schedule(runs, steps)} |")
         for r in runs:
             sizes = schedule(steps, r["later_lr_scale"], r["later_lr_decay"])
             lines.append(f"| &nbsp;&nbsp;seed {r['seed']} | {r['seed']} | "
