@@ -113,9 +113,7 @@ def select_schedule(out: Path, seed: int, args, console: Console) -> tuple[float
     """The (later_lr_scale, later_lr_decay) of :data:`LR_GRID` with the best mean return over
     steps 2..K on the run's validation tasks, and every schedule's validation curve."""
     tried = []
-    for scale, decay in LR_GRID:
-        if args.steps < 3 and decay != 1.0:
-            continue  # the decay only acts from step 3 on
+    for scale, decay in grid(args.steps):
         result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                           seed=VALIDATION_SEED + seed, methods="meta", later_lr_scale=scale,
                           later_lr_decay=decay, batch_unit=args.batch_unit)
@@ -125,6 +123,12 @@ def select_schedule(out: Path, seed: int, args, console: Console) -> tuple[float
                       + " / ".join(f"{v:.2f}" for v in curve), highlight=False)
     best = max(tried, key=lambda t: statistics.mean(t["validation"][2:]))
     return best["later_lr_scale"], best["later_lr_decay"], tried
+
+
+def grid(steps: int) -> list[tuple[float, float]]:
+    """The schedules of :data:`LR_GRID` that differ over ``steps`` steps (the decay only acts
+    from step 3 on)."""
+    return [(s, d) for s, d in LR_GRID if steps >= 3 or d == 1.0]
 
 
 def schedule(steps: int, scale: float, decay: float) -> str:
@@ -231,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.later_lr_scale is None and args.steps < 2:
         parser.error("choosing the later step size needs --steps >= 2; or give --later-lr-scale")
+    if args.later_lr_scale is None and args.later_lr_decay != 1.0:
+        parser.error("--later-lr-decay needs --later-lr-scale (without it both are chosen on "
+                     "validation tasks)")
     if any(seed < 0 for seed in seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
 
@@ -275,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
              if args.batch_unit == "steps" else f"{args.episodes} episodes")
     if args.later_lr_scale is None:
         sizes = (f"Step sizes relative to the first (last column) chosen per run among "
-                 f"{len(LR_GRID)} schedules by the mean return over steps 2..{args.steps} on "
+                 f"{len(grid(args.steps))} schedules by the mean return over steps 2..{args.steps} on "
                  f"{args.tasks} validation tasks (evaluation seed {VALIDATION_SEED} + seed), "
                  f"not on the reported tasks")
     else:
