@@ -256,9 +256,9 @@ def summarize(per_task: np.ndarray, env_steps, wall_s: float, **extra) -> Method
 
 def adaptation_curve(learner: MetaLearner, tasks: list, seed: int, steps: int,
                      later_lr_scale: float = 1.0, later_lr_decay: float = 1.0):
-    """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``learner.adapt`` (steps
-    after the first with ``later_lr_scale`` times the step size), and the mean env steps per task
-    spent before each measurement ``[K + 1]``."""
+    """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``learner.adapt`` (step sizes
+    after the first as :func:`~meta_rl.inner.step_scales` gives them), and the mean env steps per
+    task spent before each measurement ``[K + 1]``."""
     adaptation = learner.adapt(tasks, seed, steps=steps, differentiable=False,
                                later_lr_scale=later_lr_scale, later_lr_decay=later_lr_decay)
     final = learner.sampler.sample(tasks, adaptation.params, seed + steps)

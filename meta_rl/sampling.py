@@ -83,7 +83,7 @@ class Sampler:
         todo = np.arange(num_tasks)
         for r in range(MAX_ROUNDS):
             sub_tasks = [tasks[i] for i in todo]
-            index = torch.as_tensor(todo, device=self.device)
+            index = torch.as_tensor(todo)
             sub_params = {k: v.index_select(0, index.to(v.device)) for k, v in params.items()}
             ep = self.collect(sub_tasks, sub_params, round_seed(seed, r), per_round)
             lengths = ep.lengths.round().long().cpu().numpy()  # [n, E_r]
