@@ -4,7 +4,8 @@ A checkpoint is a ``torch.save`` dict: ``format``, ``config`` (``TrainConfig.to_
 ``iteration`` (completed meta-iterations), ``learner`` (meta-parameters and optimiser state),
 ``totals`` (cumulative env steps and wall time) and ``rng`` (torch's global RNG state).
 It is written to a temporary file in the same directory, flushed, then renamed over the old one,
-so an interrupted write never leaves a broken ``checkpoint.pt``.
+so an interrupted write never leaves a broken ``checkpoint.pt``. A run trained with ``keep_every``
+also keeps whole checkpoints of earlier iterations in ``snapshots/iteration-NNNNNN.pt``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _RETIRED = {
     "relative to the action box, so its parameters mean something else now; retrain the run",
 }
 CHECKPOINT = "checkpoint.pt"
+#: folder of a run directory that keeps the models of earlier iterations (``keep_every``)
+SNAPSHOTS = "snapshots"
 REQUIRED = ("config", "iteration", "learner", "totals", "rng")
 
 
@@ -69,3 +72,44 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"checkpoint {path} is damaged: it lacks {', '.join(missing)}")
     return state
+
+
+def snapshot_path(run_dir: str | Path, iteration: int) -> Path:
+    """Where the run in ``run_dir`` keeps its model after ``iteration`` meta-iterations."""
+    return Path(run_dir) / SNAPSHOTS / f"iteration-{iteration:06d}.pt"
+
+
+def snapshot_iterations(run_dir: str | Path) -> list[int]:
+    """The iterations whose snapshots the run in ``run_dir`` keeps, in order."""
+    folder = Path(run_dir) / SNAPSHOTS
+    found = []
+    for path in folder.glob("iteration-*.pt") if folder.is_dir() else ():
+        number = path.stem.removeprefix("iteration-")
+        if number.isdigit():
+            found.append(int(number))
+    return sorted(found)
+
+
+def load_iteration(run_dir: str | Path, iteration: int | None = None) -> tuple[dict[str, Any], Path]:
+    """The checkpoint of the run in ``run_dir`` after ``iteration`` meta-iterations (default: the
+    latest, ``checkpoint.pt``), and its path; a ``ValueError`` names the iterations on offer."""
+    run_dir = Path(run_dir)
+    latest = run_dir / CHECKPOINT
+    if iteration is None:
+        return load_checkpoint(latest), latest
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise ValueError(f"iteration must be an integer >= 0, got {iteration!r}")
+    path = snapshot_path(run_dir, iteration)
+    if path.is_file():
+        return load_checkpoint(path), path
+    if latest.is_file():
+        state = load_checkpoint(latest)
+        if state["iteration"] == iteration:
+            return state, latest
+        kept = [*snapshot_iterations(run_dir), state["iteration"]]
+        raise ValueError(
+            f"the run in {run_dir} keeps no model of iteration {iteration}; it has "
+            f"{', '.join(map(str, sorted(set(kept))))} (train with keep_every, CLI --keep-every, "
+            "to keep more)"
+        )
+    return load_checkpoint(latest), latest  # raises: no checkpoint there

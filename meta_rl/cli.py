@@ -33,7 +33,7 @@ INTERRUPTED = 130
 
 # Files a run writes; --force removes exactly these (and nothing else the user keeps there).
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "tensorboard", "eval.json",
-             "adaptation.png", "training.png", "pretrained")
+             "adaptation.png", "training.png", "pretrained", "snapshots")
 
 
 class CLIError(Exception):
@@ -94,6 +94,7 @@ _TRAIN_FLAGS = {
     "inner_lr": "inner_lr", "outer_lr": "outer_lr", "max_kl": "max_kl", "hidden": "hidden",
     "seed": "seed", "device": "device", "first_order": "first_order", "horizon": None,
     "threads": "threads", "num_workers": "num_workers", "checkpoint_every": "checkpoint_every",
+    "keep_every": "keep_every",
     "fisher_fraction": "fisher_fraction", "batch_unit": "batch_unit",
 }
 
@@ -258,6 +259,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from rich.console import Console
 
+    from meta_rl.checkpoint import snapshot_path
     from meta_rl.evaluation import check_methods, evaluate
     from meta_rl.report import print_eval, write_eval
 
@@ -273,9 +275,14 @@ def cmd_evaluate(args) -> int:
                       seed=args.seed, methods=methods, device=args.device,
                       ppo_tasks=args.ppo_tasks, later_lr_scale=args.later_lr_scale,
                       batch_unit=args.batch_unit, later_lr_decay=args.later_lr_decay,
+                      iteration=args.iteration,
                       progress=lambda msg: console.print(msg, highlight=False))
     print_eval(result, console)
-    paths = write_eval(result, args.out or args.run_dir)
+    out = args.out
+    if out is None:  # a kept model's evaluation sits beside it, not over the run's own
+        out = (args.run_dir if args.iteration is None
+               else snapshot_path(args.run_dir, args.iteration).with_suffix(""))
+    paths = write_eval(result, out)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
     return 0
 
@@ -351,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help="torch threads in the main process")
     p.add_argument("--num-workers", type=_positive_int, help="env worker processes (MuJoCo/custom)")
     p.add_argument("--checkpoint-every", type=_positive_int)
+    p.add_argument("--keep-every", type=_nonnegative_int,
+                   help="also keep the model every N iterations in snapshots/ (default 0: none; "
+                        "evaluate one with meta-rl evaluate DIR --iteration N)")
     p.add_argument("--out", help="run directory (default runs/<env>-<algo>-s<seed>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
@@ -376,10 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--later-lr-decay", type=_positive_float, default=1.0,
                    help="multiply the step size again at every step after the second (default 1: "
                         "every later step at --later-lr-scale)")
+    p.add_argument("--iteration", type=_nonnegative_int, default=None,
+                   help="evaluate the model kept after N iterations (see train --keep-every; "
+                        "default: the latest)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="folder for eval.json and adaptation.png (default: the run directory; "
-                        "give another to keep an earlier evaluation)")
+                   help="folder for eval.json and adaptation.png (default: the run directory, "
+                        "or snapshots/iteration-N/ with --iteration; give another to keep an "
+                        "earlier evaluation)")
     p.set_defaults(run=cmd_evaluate)
     return parser
 

@@ -22,7 +22,7 @@ DEFAULT_OUTER = {"maml": "trpo", "metasgd": "trpo", "reptile": "sgd"}
 
 #: fields that say how a run executes, not what it computes (on one device): a resumed run may
 #: change them, and two configs that differ only in them describe the same experiment
-RUNTIME_FIELDS = ("device", "threads", "num_workers", "checkpoint_every")
+RUNTIME_FIELDS = ("device", "threads", "num_workers", "checkpoint_every", "keep_every")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,9 @@ class TrainConfig:
     """worker processes for families without a batched env (None: one per CPU core)"""
     checkpoint_every: int = 10
     """write checkpoint.pt every this many iterations (and at the end)"""
+    keep_every: int = 0
+    """also keep a copy of the model every this many iterations, as
+    ``snapshots/iteration-NNNNNN.pt`` (0: none); ``meta-rl evaluate --iteration N`` evaluates one"""
 
     def __post_init__(self) -> None:
         def positive_int(name):
@@ -119,6 +122,10 @@ class TrainConfig:
         for name in ("threads", "num_workers"):
             if getattr(self, name) is not None:
                 positive_int(name)
+        if not isinstance(self.keep_every, int) or isinstance(self.keep_every, bool) \
+                or self.keep_every < 0:
+            raise ValueError(f"keep_every must be an integer >= 0 (0 keeps no snapshots), "
+                             f"got {self.keep_every!r}")
         for name in ("gamma", "gae_lambda"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:

@@ -77,7 +77,7 @@ import torch
 
 import envs
 from meta_rl.algorithms import MetaLearner, make_learner
-from meta_rl.checkpoint import CHECKPOINT, load_checkpoint
+from meta_rl.checkpoint import CHECKPOINT, load_checkpoint, load_iteration
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig
 from meta_rl.inner import check_lr_scale
 from meta_rl.sampling import check_batch_unit
@@ -443,6 +443,7 @@ def evaluate(
     later_lr_scale: float = 1.0,
     batch_unit: str | None = None,
     later_lr_decay: float = 1.0,
+    iteration: int | None = None,
 ) -> EvalResult:
     """Adaptation curves of the run in ``run_dir`` and the baselines on held-out tasks.
 
@@ -454,7 +455,9 @@ def evaluate(
     multiplies the inner step size of every step after the first for the policy-gradient methods
     (1 keeps it; the MAML paper's evaluation halves it, 0.5), ``later_lr_decay`` multiplies it
     again at each step after the second (1 keeps it), ``batch_unit`` says whether
-    ``episodes`` counts episodes or env steps (``E * H`` per task; default: the run's).
+    ``episodes`` counts episodes or env steps (``E * H`` per task; default: the run's),
+    ``iteration`` evaluates the model the run kept after that many meta-iterations (its
+    ``keep_every`` snapshots; default: the latest checkpoint).
     """
     tasks = _count(tasks, "tasks", 1, "the number of held-out tasks, e.g. 40")
     steps = _count(steps, "steps", 0, "adaptation steps K, e.g. 3")
@@ -467,7 +470,7 @@ def evaluate(
     if ppo_tasks is not None:
         ppo_tasks = min(_count(ppo_tasks, "ppo_tasks", 1, "or None for every task"), tasks)
     run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir)
+    state, checkpoint = load_iteration(run_dir, iteration)
     config = TrainConfig.from_dict(state["config"])
     seed = config.seed if seed is None else seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -493,7 +496,7 @@ def evaluate(
     with preserved_globals():
         setup = build(eval_config, eval_config.resolved_device())
         try:
-            restore_learner(setup.learner, state, run_dir / CHECKPOINT)
+            restore_learner(setup.learner, state, checkpoint)
             held_out = setup.family.sample_tasks(tasks, seed=task_seed)
             results: dict[str, MethodResult] = {}
             for name in methods:

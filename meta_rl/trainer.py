@@ -1,7 +1,8 @@
 """The training loop: meta-iterations, metrics, TensorBoard, checkpoints, resume, Ctrl-C, NaNs.
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON object
-per iteration), TensorBoard event files and ``checkpoint.pt``.
+per iteration), TensorBoard event files and ``checkpoint.pt``; with ``keep_every``, also
+``snapshots/iteration-NNNNNN.pt``.
 
 All randomness of iteration ``i`` comes from ``(config.seed, i)``: the tasks, the sampling seeds.
 So a run stopped after iteration ``i`` and resumed computes exactly what an uninterrupted run
@@ -25,7 +26,8 @@ import yaml
 
 import envs
 from meta_rl.algorithms import MetaLearner, make_learner
-from meta_rl.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from meta_rl.checkpoint import (CHECKPOINT, load_checkpoint, save_checkpoint, snapshot_iterations,
+                                snapshot_path)
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig
 from meta_rl.outer import NonFiniteError
 from meta_rl.policies import Policy, make_policy
@@ -198,6 +200,8 @@ class Trainer:
                 self.iteration, self.totals, good = i + 1, totals, None
                 if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
                     self._checkpoint()
+                if c.keep_every and self.iteration % c.keep_every == 0:
+                    self._snapshot()
         except KeyboardInterrupt:
             # Interrupted mid-iteration: the learner may be half-updated; keep the last whole one.
             if good is not None:
@@ -219,6 +223,9 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         self._truncate_metrics()
+        for later in snapshot_iterations(self.out):  # iterations that will be recomputed
+            if later > self.iteration:
+                snapshot_path(self.out, later).unlink()
         with open(self.out / "config.yaml", "w") as f:
             yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
         from torch.utils.tensorboard import SummaryWriter
@@ -271,3 +278,7 @@ class Trainer:
     def _checkpoint(self) -> None:
         if self.out is not None:
             save_checkpoint(self.out / CHECKPOINT, self.state())
+
+    def _snapshot(self) -> None:
+        if self.out is not None:
+            save_checkpoint(snapshot_path(self.out, self.iteration), self.state())

@@ -299,3 +299,24 @@ def test_evaluate_out_keeps_the_runs_own_evaluation(trained, tmp_path, capsys):
 def test_evaluate_without_a_run_is_one_line(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert_one_line_error(capsys.readouterr().err, "no checkpoint at")
+
+
+def test_keep_every_and_evaluate_a_kept_iteration(tmp_path, capsys):
+    """train --keep-every keeps snapshots; evaluate --iteration writes beside the snapshot and
+    leaves the run's own evaluation alone; an iteration not kept is one line naming those kept."""
+    out = tmp_path / "run"
+    assert main(["train", "--iterations", "3", *TINY, "--keep-every", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["iteration-000002.pt"]
+    sizes = ["--tasks", "2", "--steps", "1", "--episodes", "2", "--baselines", "meta"]
+    assert main(["evaluate", str(out), *sizes]) == 0
+    before = snapshot(out)
+    assert main(["evaluate", str(out), *sizes, "--iteration", "2"]) == 0
+    written = out / "snapshots" / "iteration-000002"
+    assert json.loads((written / "eval.json").read_text())["methods"]["meta"]["iteration"] == 2
+    beside = str(written.relative_to(out)) + "/"
+    assert {k: v for k, v in snapshot(out).items() if not k.startswith(beside)} == before
+    capsys.readouterr()
+    assert main(["evaluate", str(out), *sizes, "--iteration", "1"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "no model of iteration 1; it has 2, 3")
+    assert main(["train", "--iterations", "1", *TINY, "--out", str(out), "--force"]) == 0
+    assert not (out / "snapshots").exists()  # --force replaces the old run's snapshots too

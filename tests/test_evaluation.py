@@ -274,6 +274,7 @@ def test_report_table_and_training_plot(run, first):
         ({"later_lr_scale": float("nan")}, "later_lr_scale must be a number > 0"),
         ({"later_lr_decay": -1}, "later_lr_decay must be a number > 0, got -1"),
         ({"batch_unit": "frames"}, "batch_unit must be 'episodes'.*got 'frames'"),
+        ({"iteration": -1}, "iteration must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_inputs_raise_value_errors(run, kwargs, match):
@@ -286,3 +287,20 @@ def test_run_dir_without_checkpoint_is_a_value_error(tmp_path):
         evaluate(tmp_path)
     with pytest.raises(ValueError, match="no metrics.jsonl"):
         plot_training(tmp_path)
+
+
+def test_a_kept_iteration_evaluates_like_a_run_stopped_there(tmp_path):
+    """``iteration=N`` evaluates the snapshot: the same numbers as a run trained for N
+    iterations, with N recorded."""
+    train(tiny_config(iterations=3, keep_every=1), tmp_path / "long")
+    train(tiny_config(iterations=2), tmp_path / "short")
+    kwargs = dict(tasks=3, steps=1, episodes=2, methods="meta")
+    kept = evaluate(tmp_path / "long", iteration=2, **kwargs).to_dict()
+    stopped = evaluate(tmp_path / "short", **kwargs).to_dict()
+    latest = evaluate(tmp_path / "long", **kwargs).to_dict()
+    assert numbers(kept) == numbers(stopped)
+    assert numbers(kept) != numbers(latest)
+    assert kept["methods"]["meta"]["iteration"] == 2
+    assert latest["methods"]["meta"]["iteration"] == 3
+    with pytest.raises(ValueError, match="no model of iteration 7; it has 1, 2, 3"):
+        evaluate(tmp_path / "long", iteration=7, **kwargs)

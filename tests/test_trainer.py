@@ -87,3 +87,43 @@ def test_ctrl_c_mid_iteration_checkpoints_the_last_whole_iteration(tmp_path):
     reference.train()
     expected = reference.setup.learner.state_dict()["params"]
     assert all(torch.equal(state["learner"]["params"][k], expected[k]) for k in expected)
+
+
+def test_keep_every_keeps_the_model_of_those_iterations(tmp_path):
+    """A snapshot holds exactly what a run stopped at that iteration would have saved; a resume
+    drops the snapshots it will recompute, and an overwrite drops them all."""
+    from meta_rl.checkpoint import load_iteration, snapshot_iterations, snapshot_path
+
+    kept, short = tmp_path / "kept", tmp_path / "short"
+    Trainer(TrainConfig(iterations=5, keep_every=2, seed=4, **TINY), kept).train()
+    assert snapshot_iterations(kept) == [2, 4]
+    Trainer(TrainConfig(iterations=4, seed=4, **TINY), short).train()
+    assert snapshot_iterations(short) == []
+    snap, path = load_iteration(kept, 4)
+    assert path == snapshot_path(kept, 4) and snap["iteration"] == 4
+    final = load_checkpoint(short)["learner"]["params"]
+    assert all(torch.equal(snap["learner"]["params"][k], final[k]) for k in final)
+    latest, path = load_iteration(kept, 5)  # the last iteration is checkpoint.pt itself
+    assert path.name == "checkpoint.pt" and latest["iteration"] == 5
+    with pytest.raises(ValueError, match="no model of iteration 3; it has 2, 4, 5"):
+        load_iteration(kept, 3)
+
+    # a run resumed from iteration 2 recomputes iteration 4: that snapshot must not be stale
+    stale = snapshot_path(kept, 4)
+    stale.write_bytes(b"from a run that went further before it was stopped")
+    config = TrainConfig(iterations=2, keep_every=2, seed=4, **{**TINY, "checkpoint_every": 2})
+    Trainer(config, tmp_path / "half").train()
+    (kept / "checkpoint.pt").write_bytes((tmp_path / "half" / "checkpoint.pt").read_bytes())
+    resumed = Trainer.resume(kept, iterations=3)
+    resumed._prepare_dir()
+    resumed.close()
+    assert snapshot_iterations(kept) == [2]
+
+    Trainer(TrainConfig(iterations=1, keep_every=2, seed=4, **TINY), kept, overwrite=True).train()
+    assert snapshot_iterations(kept) == []
+
+
+def test_keep_every_must_be_a_count():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="keep_every must be an integer >= 0"):
+            TrainConfig(keep_every=bad)
