@@ -1,6 +1,6 @@
 """Reproduce a published meta-RL result in one command: train, evaluate, append to docs/results.md.
 
-    python scripts/reproduce.py navigation2d                       # MAML, Meta-SGD, Reptile x 3 seeds
+    python scripts/reproduce.py navigation2d                       # MAML, Meta-SGD, Reptile x 5 seeds
     python scripts/reproduce.py navigation2d --algos maml --seeds 0 --iterations 100
     python scripts/reproduce.py halfcheetahdir --algos maml --seeds 0 --iterations 20
 
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", choices=TARGETS)
     parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of "
                         + ",".join(ALGOS))
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--seeds", default="0,1,2,3,4",
+                        help="comma-separated training seeds (default 0-4)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="meta-iterations (default: the preset's, 500)")
     parser.add_argument("--tasks", type=int, default=40, help="held-out evaluation tasks")
