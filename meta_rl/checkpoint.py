@@ -79,6 +79,14 @@ def snapshot_path(run_dir: str | Path, iteration: int) -> Path:
     return Path(run_dir) / SNAPSHOTS / f"iteration-{iteration:06d}.pt"
 
 
+def model_dir(run_dir: str | Path, checkpoint: str | Path) -> Path:
+    """The folder for what belongs to one model of the run in ``run_dir`` (its evaluation, its
+    pretrained-baseline cache): the run directory for ``checkpoint.pt``, and
+    ``snapshots/iteration-NNNNNN/`` beside a kept snapshot."""
+    checkpoint = Path(checkpoint)
+    return Path(run_dir) if checkpoint.name == CHECKPOINT else checkpoint.with_suffix("")
+
+
 def snapshot_iterations(run_dir: str | Path) -> list[int]:
     """The iterations whose snapshots the run in ``run_dir`` keeps, in order."""
     folder = Path(run_dir) / SNAPSHOTS

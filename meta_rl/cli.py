@@ -259,7 +259,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from rich.console import Console
 
-    from meta_rl.checkpoint import snapshot_path
+    from meta_rl.checkpoint import model_dir
     from meta_rl.evaluation import check_methods, evaluate
     from meta_rl.report import print_eval, write_eval
 
@@ -278,11 +278,8 @@ def cmd_evaluate(args) -> int:
                       iteration=args.iteration,
                       progress=lambda msg: console.print(msg, highlight=False))
     print_eval(result, console)
-    out = args.out
-    if out is None:  # a kept model's evaluation sits beside it, not over the run's own
-        out = (args.run_dir if args.iteration is None
-               else snapshot_path(args.run_dir, args.iteration).with_suffix(""))
-    paths = write_eval(result, out)
+    # by default a kept snapshot's evaluation sits beside it, not over the run's own
+    paths = write_eval(result, args.out or model_dir(args.run_dir, result.checkpoint))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
     return 0
 
@@ -392,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for eval.json and adaptation.png (default: the run directory, "
-                        "or snapshots/iteration-N/ with --iteration; give another to keep an "
-                        "earlier evaluation)")
+                        "or snapshots/iteration-NNNNNN/ for a kept --iteration; give another to "
+                        "keep an earlier evaluation)")
     p.set_defaults(run=cmd_evaluate)
     return parser
 

@@ -77,7 +77,7 @@ import torch
 
 import envs
 from meta_rl.algorithms import MetaLearner, make_learner
-from meta_rl.checkpoint import CHECKPOINT, load_checkpoint, load_iteration
+from meta_rl.checkpoint import CHECKPOINT, load_checkpoint, load_iteration, model_dir
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig
 from meta_rl.inner import check_lr_scale
 from meta_rl.sampling import check_batch_unit
@@ -146,6 +146,10 @@ class EvalResult:
     """factor applied to the step size at every step after the second"""
     batch_unit: str = "episodes"
     """what ``episodes`` counted: episodes, or env steps in units of the horizon"""
+    iteration: int | None = None
+    """meta-iterations the evaluated model had completed"""
+    checkpoint: str = ""
+    """the checkpoint file evaluated (``checkpoint.pt``, or a kept snapshot)"""
 
     def to_dict(self) -> dict:
         return {
@@ -158,6 +162,8 @@ class EvalResult:
             "episodes": self.episodes,
             "horizon": self.horizon,
             "run": self.run,
+            "iteration": self.iteration,
+            "checkpoint": self.checkpoint,
             "task_seed": self.task_seed,
             "rollout_seed": self.rollout_seed,
             "ci": self.ci_method,
@@ -282,6 +288,7 @@ def pretrained_config(config: TrainConfig, iterations: int) -> TrainConfig:
             "inner_steps": 0,
             "first_order": False,
             "iterations": iterations * (config.inner_steps + 1),
+            "keep_every": 0,
             "outer": config.outer_name if keep_outer else None,
             "outer_lr": config.outer_lr if keep_outer else None,
         },
@@ -457,7 +464,8 @@ def evaluate(
     again at each step after the second (1 keeps it), ``batch_unit`` says whether
     ``episodes`` counts episodes or env steps (``E * H`` per task; default: the run's),
     ``iteration`` evaluates the model the run kept after that many meta-iterations (its
-    ``keep_every`` snapshots; default: the latest checkpoint).
+    ``keep_every`` snapshots; default: the latest checkpoint); a snapshot's pretrained baseline
+    is cached beside it, in :func:`~meta_rl.checkpoint.model_dir`.
     """
     tasks = _count(tasks, "tasks", 1, "the number of held-out tasks, e.g. 40")
     steps = _count(steps, "steps", 0, "adaptation steps K, e.g. 3")
@@ -510,7 +518,8 @@ def evaluate(
                                               seed=ppo_seed)
                 else:
                     learner, extra = _policy_gradient_learner(
-                        name, setup, state, eval_config, seed, run_dir, progress)
+                        name, setup, state, eval_config, seed, model_dir(run_dir, checkpoint),
+                        progress)
                     start = time.perf_counter()
                     returns, spent = adaptation_curve(learner, held_out, rollout_seed, steps,
                                                       later_lr_scale, later_lr_decay)
@@ -526,13 +535,15 @@ def evaluate(
         episodes=episodes, horizon=setup.family.horizon, tasks=held_out, task_seed=task_seed,
         rollout_seed=rollout_seed, methods=results, ci_method=ci_method(),
         later_lr_scale=later_lr_scale, later_lr_decay=later_lr_decay,
-        batch_unit=eval_config.batch_unit,
+        batch_unit=eval_config.batch_unit, iteration=int(state["iteration"]),
+        checkpoint=str(checkpoint),
     )
 
 
 def _policy_gradient_learner(name: str, setup: Setup, state: dict, eval_config: TrainConfig,
-                             seed: int, run_dir: Path, progress: Progress | None):
-    """The learner whose ``adapt`` gives method ``name``'s curve, and notes for the record."""
+                             seed: int, home: Path, progress: Progress | None):
+    """The learner whose ``adapt`` gives method ``name``'s curve, and notes for the record
+    (``home``: the evaluated model's folder, where the pretrained baseline is cached)."""
     if name == "meta":
         return setup.learner, {"iteration": int(state["iteration"])}
     if name == "random":
@@ -544,7 +555,7 @@ def _policy_gradient_learner(name: str, setup: Setup, state: dict, eval_config: 
     # pretrained: the run's config made multi-task, trained on the evaluation's device
     pre_config = pretrained_config(TrainConfig.from_dict(state["config"]), int(state["iteration"]))
     pre_config = TrainConfig.from_dict({"device": eval_config.device}, base=pre_config)
-    params, info = pretrained_params(run_dir, pre_config, progress)
+    params, info = pretrained_params(home, pre_config, progress)
     algo_config = TrainConfig.from_dict({"episodes": eval_config.episodes},
                                         base=pre_config).algo_config
     params = {k: v.to(setup.device) for k, v in params.items()}

@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,15 +199,15 @@ class Trainer:
                 history.append(record)
                 self._log(record)  # before counting the iteration: a resume truncates to it
                 self.iteration, self.totals, good = i + 1, totals, None
+                self._snapshot()  # first: a checkpoint never gets ahead of a snapshot it should have
                 if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
                     self._checkpoint()
-                if c.keep_every and self.iteration % c.keep_every == 0:
-                    self._snapshot()
         except KeyboardInterrupt:
             # Interrupted mid-iteration: the learner may be half-updated; keep the last whole one.
             if good is not None:
                 learner.load_state_dict(good)
             self._checkpoint()
+            self._snapshot()  # in case the interrupt cut this iteration's snapshot short
             raise
         finally:
             if self._writer is not None:
@@ -225,7 +226,9 @@ class Trainer:
         self._truncate_metrics()
         for later in snapshot_iterations(self.out):  # iterations that will be recomputed
             if later > self.iteration:
-                snapshot_path(self.out, later).unlink()
+                path = snapshot_path(self.out, later)
+                shutil.rmtree(path.with_suffix(""), ignore_errors=True)  # its evaluation
+                path.unlink()
         with open(self.out / "config.yaml", "w") as f:
             yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
         from torch.utils.tensorboard import SummaryWriter
@@ -280,5 +283,10 @@ class Trainer:
             save_checkpoint(self.out / CHECKPOINT, self.state())
 
     def _snapshot(self) -> None:
-        if self.out is not None:
-            save_checkpoint(snapshot_path(self.out, self.iteration), self.state())
+        """Keep this iteration's model if ``keep_every`` asks for it and it is not kept yet."""
+        every = self.config.keep_every
+        if self.out is None or not every or self.iteration == 0 or self.iteration % every:
+            return
+        path = snapshot_path(self.out, self.iteration)
+        if not path.is_file():
+            save_checkpoint(path, self.state())

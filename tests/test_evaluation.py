@@ -218,6 +218,8 @@ def test_pretrained_config_spends_the_same_env_steps():
     assert (pre.algo, pre.inner_steps, pre.iterations, pre.outer_name) == ("maml", 0, 21, "trpo")
     assert pre.inner_lr == config.inner_lr and pre.seed == config.seed
     assert pretrained_config(tiny_config(outer="adam"), 3).outer_name == "adam"
+    # a run that keeps snapshots does not make its baseline keep any
+    assert pretrained_config(tiny_config(keep_every=2), 3).keep_every == 0
 
 
 def test_stale_pretrained_cache_is_retrained_and_interrupted_one_resumed(run, first, tmp_path):
@@ -295,12 +297,20 @@ def test_a_kept_iteration_evaluates_like_a_run_stopped_there(tmp_path):
     train(tiny_config(iterations=3, keep_every=1), tmp_path / "long")
     train(tiny_config(iterations=2), tmp_path / "short")
     kwargs = dict(tasks=3, steps=1, episodes=2, methods="meta")
-    kept = evaluate(tmp_path / "long", iteration=2, **kwargs).to_dict()
+    kept = evaluate(tmp_path / "long", iteration=2, **{**kwargs, "methods": "meta,pretrained"})
+    kept = kept.to_dict()
     stopped = evaluate(tmp_path / "short", **kwargs).to_dict()
     latest = evaluate(tmp_path / "long", **kwargs).to_dict()
-    assert numbers(kept) == numbers(stopped)
-    assert numbers(kept) != numbers(latest)
-    assert kept["methods"]["meta"]["iteration"] == 2
-    assert latest["methods"]["meta"]["iteration"] == 3
+    assert numbers(kept)["meta"] == numbers(stopped)["meta"]
+    assert numbers(kept)["meta"] != numbers(latest)["meta"]
+    assert kept["methods"]["meta"]["iteration"] == kept["iteration"] == 2
+    assert latest["methods"]["meta"]["iteration"] == latest["iteration"] == 3
+    assert kept["checkpoint"] == str(tmp_path / "long" / "snapshots" / "iteration-000002.pt")
+    assert latest["checkpoint"] == str(tmp_path / "long" / "checkpoint.pt")
+    # the snapshot's pretrained baseline is cached beside it, never over the run's own cache
+    home = tmp_path / "long" / "snapshots" / "iteration-000002"
+    assert kept["methods"]["pretrained"]["dir"] == str(home / "pretrained")
+    assert load_checkpoint(home / "pretrained")["iteration"] == 2 * 2
+    assert not (tmp_path / "long" / "pretrained").exists()
     with pytest.raises(ValueError, match="no model of iteration 7; it has 1, 2, 3"):
         evaluate(tmp_path / "long", iteration=7, **kwargs)

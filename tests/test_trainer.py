@@ -111,6 +111,8 @@ def test_keep_every_keeps_the_model_of_those_iterations(tmp_path):
     # a run resumed from iteration 2 recomputes iteration 4: that snapshot must not be stale
     stale = snapshot_path(kept, 4)
     stale.write_bytes(b"from a run that went further before it was stopped")
+    (stale.with_suffix("") / "eval.json").parent.mkdir()
+    (stale.with_suffix("") / "eval.json").write_text("{}")  # its evaluation goes with it
     config = TrainConfig(iterations=2, keep_every=2, seed=4, **{**TINY, "checkpoint_every": 2})
     Trainer(config, tmp_path / "half").train()
     (kept / "checkpoint.pt").write_bytes((tmp_path / "half" / "checkpoint.pt").read_bytes())
@@ -118,6 +120,7 @@ def test_keep_every_keeps_the_model_of_those_iterations(tmp_path):
     resumed._prepare_dir()
     resumed.close()
     assert snapshot_iterations(kept) == [2]
+    assert not stale.with_suffix("").exists()
 
     Trainer(TrainConfig(iterations=1, keep_every=2, seed=4, **TINY), kept, overwrite=True).train()
     assert snapshot_iterations(kept) == []
@@ -127,3 +130,26 @@ def test_keep_every_must_be_a_count():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="keep_every must be an integer >= 0"):
             TrainConfig(keep_every=bad)
+
+
+def test_ctrl_c_while_a_snapshot_is_written_still_keeps_it(tmp_path, monkeypatch):
+    """The interrupt handler writes the snapshot the interrupt cut short: a resume starts after
+    that iteration, so it would never be written again."""
+    from meta_rl import trainer as trainer_module
+    from meta_rl.checkpoint import snapshot_iterations
+
+    real_save, cut = trainer_module.save_checkpoint, {"done": False}
+
+    def interrupted_once(path, state):
+        if "snapshots" in str(path) and not cut["done"]:
+            cut["done"] = True
+            raise KeyboardInterrupt
+        real_save(path, state)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", interrupted_once)
+    trainer = Trainer(TrainConfig(iterations=5, keep_every=2, **TINY), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert cut["done"]
+    assert load_checkpoint(tmp_path)["iteration"] == 2
+    assert snapshot_iterations(tmp_path) == [2]
