@@ -11,11 +11,14 @@ computes (on CPU), and its ``metrics.jsonl`` matches line for line except for ``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +102,35 @@ def restore_learner(learner: MetaLearner, state: dict, path: Path) -> None:
             f"checkpoint {path} does not fit its own config ({type(exc).__name__}: {exc}); "
             "it is damaged or from another version"
         ) from None
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Hold SIGINT (and SIGTERM where a Python handler turns it into Ctrl-C) until the block
+    ends, then deliver it.
+
+    A ``KeyboardInterrupt`` raised inside TensorBoard's ``add_scalar`` can land in the middle of
+    its queue's wake-up of the writer thread; ``SummaryWriter.close()`` then waits for that
+    thread until its flush timer fires, up to two minutes. Only the main thread can set signal
+    handlers; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    held = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if callable(handler):  # SIG_DFL / SIG_IGN never raise inside Python code
+            held[sig] = handler
+            signal.signal(sig, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        if pending:
+            held[pending[0]](pending[0], None)
 
 
 class Trainer:
@@ -197,8 +229,9 @@ class Trainer:
                 }
                 record["adaptation_gain"] = record["post_adapt_return"] - record["pre_adapt_return"]
                 history.append(record)
-                self._log(record)  # before counting the iteration: a resume truncates to it
-                self.iteration, self.totals, good = i + 1, totals, None
+                with deferred_interrupts():  # never inside TensorBoard's writer thread handoff
+                    self._log(record)  # before counting the iteration: a resume truncates to it
+                    self.iteration, self.totals, good = i + 1, totals, None
                 self._snapshot()  # first: a checkpoint never gets ahead of a snapshot it should have
                 if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
                     self._checkpoint()

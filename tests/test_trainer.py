@@ -153,3 +153,31 @@ def test_ctrl_c_while_a_snapshot_is_written_still_keeps_it(tmp_path, monkeypatch
     assert cut["done"]
     assert load_checkpoint(tmp_path)["iteration"] == 2
     assert snapshot_iterations(tmp_path) == [2]
+
+
+def test_ctrl_c_during_logging_waits_for_the_iteration_to_be_logged(tmp_path, monkeypatch):
+    """A KeyboardInterrupt inside TensorBoard's add_scalar can break its writer thread's wake-up
+    (close() then hangs for minutes), so Ctrl-C during logging is delivered once the iteration
+    is logged and counted: every scalar is written and the checkpoint holds that iteration."""
+    import signal
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    real_add, written = SummaryWriter.add_scalar, []
+
+    def add_scalar(self, tag, value, step):
+        if step == 2 and not any(s == 2 for _, s in written):
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C lands on the first scalar of iteration 2
+        written.append((tag, step))
+        return real_add(self, tag, value, step)
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
+    trainer = Trainer(TrainConfig(iterations=5, **TINY), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    per_iteration = [tag for tag, step in written if step == 1]
+    assert [tag for tag, step in written if step == 2] == per_iteration
+    assert load_checkpoint(tmp_path)["iteration"] == 2
+    assert [json.loads(line)["iteration"]
+            for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
