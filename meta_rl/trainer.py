@@ -30,8 +30,8 @@ import yaml
 
 import envs
 from meta_rl.algorithms import MetaLearner, make_learner
-from meta_rl.checkpoint import (CHECKPOINT, load_checkpoint, save_checkpoint, snapshot_iterations,
-                                snapshot_path)
+from meta_rl.checkpoint import (CHECKPOINT, load_checkpoint, model_dir, save_checkpoint,
+                                snapshot_iterations, snapshot_path)
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig
 from meta_rl.outer import NonFiniteError
 from meta_rl.policies import Policy, make_policy
@@ -260,7 +260,7 @@ class Trainer:
         for later in snapshot_iterations(self.out):  # iterations that will be recomputed
             if later > self.iteration:
                 path = snapshot_path(self.out, later)
-                shutil.rmtree(path.with_suffix(""), ignore_errors=True)  # its evaluation
+                shutil.rmtree(model_dir(self.out, path), ignore_errors=True)  # its evaluation
                 path.unlink()
         with open(self.out / "config.yaml", "w") as f:
             yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
