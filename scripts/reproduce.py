@@ -3,13 +3,14 @@
     python scripts/reproduce.py navigation2d                       # MAML, Meta-SGD, Reptile x 5 seeds
     python scripts/reproduce.py navigation2d --algos maml --seeds 0 --iterations 100
     python scripts/reproduce.py halfcheetahdir --algos maml --seeds 0 --iterations 20
+    python scripts/reproduce.py halfcheetahdir --algos maml --seeds 0 --iterations 500 --keep-every 20
 
 For each algorithm and seed it trains the shipped preset ``<target>-<algo>`` (the MAML paper's
 settings) into ``--out/<target>-<algo>-s<seed>`` (an existing complete run is reused, an
-interrupted one resumed), evaluates it with the MAML paper's protocol, and appends a table to
-``docs/results.md``: the mean over seeds +- their standard deviation after each step, every
-seed's own figures, the training wall time per seed, the hardware and the exact command, beside
-the papers' numbers.
+interrupted or shorter one resumed; ``--keep-every`` also keeps earlier models), evaluates it
+with the MAML paper's protocol, and appends a table to ``docs/results.md``: the mean over seeds
++- their standard deviation after each step, every seed's own figures, the training wall time
+per seed, the hardware and the exact command, beside the papers' numbers.
 
 The protocol: 40 held-out tasks, 0-3 adaptation steps, each on a batch of 40 x horizon env steps
 of whole episodes (the authors' test script samples ``batch_size=4000`` env steps per step; the
@@ -96,7 +97,9 @@ def train(config: TrainConfig, out: Path, console: Console) -> dict:
         if state["iteration"] >= config.iterations:
             console.print(f"reusing {out} ({state['iteration']} iterations)")
             return state
-        trainer = Trainer.resume(out, iterations=config.iterations)
+        # a resumed run keeps its experiment; how it runs and what it keeps may change
+        trainer = Trainer.resume(out, iterations=config.iterations, threads=config.threads,
+                                 keep_every=config.keep_every or None)
     else:
         trainer = Trainer(config, out)
     try:
@@ -212,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                              "script)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in this process (default: torch's choice)")
+    parser.add_argument("--keep-every", type=int, default=0,
+                        help="also keep the model of every N-th iteration, to evaluate later "
+                             "with meta-rl evaluate --iteration (default 0: the last only)")
     parser.add_argument("--note", default="", help="a sentence added under the table")
     args = parser.parse_args(argv)
     algos = [a for a in args.algos.split(",") if a]
@@ -225,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         methods = check_methods(f"meta,{args.baselines}")
     except ValueError as exc:
         parser.error(f"--baselines: {exc}")
+    if args.keep_every < 0:
+        parser.error(f"--keep-every must be >= 0 (0 keeps the last model only), got {args.keep_every}")
     for name in ("tasks", "episodes", "steps", "iterations"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "steps" else 1):
@@ -252,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                 data["iterations"] = args.iterations
             if args.threads is not None:
                 data["threads"] = args.threads
+            if args.keep_every:
+                data["keep_every"] = args.keep_every
             suffix = ""
             if args.fisher_fraction is not None and algo != "reptile":  # Reptile has no TRPO
                 data["fisher_fraction"] = args.fisher_fraction

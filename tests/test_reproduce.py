@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from meta_rl.checkpoint import load_checkpoint, snapshot_iterations
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,3 +51,31 @@ def test_schedule_is_chosen_on_validation_tasks(reproduce, tmp_path):
     text = results.read_text()
     sizes = reproduce.schedule(3, run["later_lr_scale"], run["later_lr_decay"])
     assert "chosen per run among 8 schedules" in text and f"| {sizes} |" in text
+
+
+def test_keep_every_reaches_a_new_and_a_resumed_run(reproduce, tmp_path):
+    """--keep-every keeps earlier models of a run it trains, and of a run it resumes: that is
+    how the HalfCheetahDir runs were taken further and their iterations compared."""
+    threads = torch.get_num_threads()
+    results, runs = tmp_path / "results.md", tmp_path / "runs"
+    common = ["navigation2d", "--algos", "reptile", "--tasks", "2", "--episodes", "2", "--steps",
+              "1", "--later-lr-scale", "1", "--out", str(runs), "--results", str(results)]
+    try:
+        assert reproduce.main([*common, "--seeds", "0", "--iterations", "2",
+                               "--keep-every", "2"]) == 0
+        assert reproduce.main([*common, "--seeds", "1", "--iterations", "1"]) == 0
+        assert reproduce.main([*common, "--seeds", "1", "--iterations", "3",
+                               "--keep-every", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert snapshot_iterations(runs / "navigation2d-reptile-s0") == [2]
+    assert snapshot_iterations(runs / "navigation2d-reptile-s1") == [2]
+    assert load_checkpoint(runs / "navigation2d-reptile-s1")["iteration"] == 3
+
+
+def test_negative_keep_every_is_refused_before_training(reproduce, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main(["navigation2d", "--keep-every", "-1", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--keep-every must be >= 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
