@@ -7,7 +7,7 @@ every built-in family with Gymnasium as ``"MetaRL/<name>-v0"``.
 """
 
 from envs.base import BatchedEnv, Task, TaskFamily
-from envs.batched import BatchedEnvView, seeded_uniform
+from envs.batched import BatchedEnvView, build_batched, seeded_uniform, uniform_tasks
 from envs.cartpole import CartPoleDynamics, CartPoleTask
 from envs.check import CheckResult, FamilyCheckReport, check_family
 from envs.locomotion import (
@@ -61,10 +61,12 @@ __all__ = [
     "PendulumTask",
     "Task",
     "TaskFamily",
+    "build_batched",
     "check_family",
     "gym_id",
     "make",
     "names",
     "register",
     "seeded_uniform",
+    "uniform_tasks",
 ]

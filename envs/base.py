@@ -61,6 +61,13 @@ class BatchedEnv(ABC):
     observation_space: gym.spaces.Box
     action_space: gym.spaces.Space
 
+    def __init__(self, family: "TaskFamily", num_tasks: int, envs_per_task: int,
+                 device: torch.device):
+        """Set the attributes above from ``family`` (its horizon and spaces)."""
+        self.num_tasks, self.envs_per_task = num_tasks, envs_per_task
+        self.horizon, self.device = family.horizon, device
+        self.observation_space, self.action_space = family.observation_space, family.action_space
+
     @abstractmethod
     def reset(self, seed: int | None = None) -> torch.Tensor: ...
 

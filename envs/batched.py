@@ -5,6 +5,9 @@ One source of truth for dynamics: a batched family writes its physics once, as a
 ``make_batched([task], 1, "cpu")`` and converts tensors to numpy. This module holds what every
 batched env needs:
 
+- :func:`uniform_tasks`: ``sample_tasks`` for a family whose task fields are independent
+  uniforms;
+- :func:`build_batched`: ``make_batched``'s argument checks, then the family's batched env;
 - :func:`check_actions`: the cheap (attribute-only, no host sync) action check of ``step``;
 - :func:`truncation`: the ``truncated`` flags after ``t`` steps;
 - :func:`seeded_uniform`: per-copy initial-state noise with the seeding convention below;
@@ -20,6 +23,7 @@ the batched env, its Gymnasium view and a vector env of views.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -27,6 +31,36 @@ import numpy as np
 import torch
 
 from envs.base import BatchedEnv, Task, TaskFamily
+
+# -- family helpers --------------------------------------------------------------------------------
+
+
+def uniform_tasks(family: TaskFamily, n: int, seed: int) -> list[Task]:
+    """``n`` tasks of ``family`` whose fields are drawn independently and uniformly from
+    ``family.ranges`` (``{field: (low, high)}``): all ``n`` values of the first field, then of the
+    next, from ``np.random.default_rng(seed)``."""
+    ranges = getattr(family, "ranges", None)
+    fields = [f.name for f in dataclasses.fields(family.task_type)]
+    if not isinstance(ranges, dict) or sorted(ranges) != sorted(fields):
+        raise ValueError(f"{family.name}.ranges must map each field of {family.task_type.__name__} "
+                         f"({', '.join(fields)}) to its (low, high), got {ranges!r}")
+    n = family.check_count(n)
+    rng = np.random.default_rng(family.check_seed(seed))
+    columns = {name: rng.uniform(lo, hi, n) for name, (lo, hi) in family.ranges.items()}
+    return [family.task_type(**{name: float(col[i]) for name, col in columns.items()})
+            for i in range(n)]
+
+
+def build_batched(
+    family: TaskFamily, env_type: type[BatchedEnv], tasks: Any, envs_per_task: Any,
+    device: str | torch.device,
+) -> BatchedEnv:
+    """``env_type(family, tasks, envs_per_task, device)`` once the arguments of ``make_batched``
+    are checked: a non-empty list of the family's tasks, a positive count, a resolved device."""
+    tasks = check_tasks(family, tasks)
+    envs_per_task = family.check_count(envs_per_task, "envs_per_task")
+    return env_type(family, tasks, envs_per_task, resolve_device(device))
+
 
 # -- step helpers ----------------------------------------------------------------------------------
 

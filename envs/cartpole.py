@@ -15,12 +15,12 @@ import torch
 from envs.base import BatchedEnv, Task, TaskFamily
 from envs.batched import (
     BatchedEnvView,
+    build_batched,
     check_actions,
-    check_tasks,
     next_seed,
-    resolve_device,
     seeded_uniform,
     truncation,
+    uniform_tasks,
 )
 
 
@@ -91,10 +91,7 @@ class CartPoleDynamics(TaskFamily):
         return gym.spaces.Discrete(2)
 
     def sample_tasks(self, n: int, seed: int) -> list[CartPoleTask]:
-        n = self.check_count(n)
-        rng = np.random.default_rng(self.check_seed(seed))
-        cols = [rng.uniform(lo, hi, n) for lo, hi in self.ranges.values()]
-        return [CartPoleTask(*map(float, row)) for row in zip(*cols)]
+        return uniform_tasks(self, n, seed)
 
     def make_env(self, task: CartPoleTask) -> gym.Env:
         return BatchedEnvView(self, task)
@@ -102,9 +99,7 @@ class CartPoleDynamics(TaskFamily):
     def make_batched(
         self, tasks: list[CartPoleTask], envs_per_task: int, device: str | torch.device = "cpu"
     ) -> "CartPoleBatched":
-        tasks = check_tasks(self, tasks)
-        envs_per_task = self.check_count(envs_per_task, "envs_per_task")
-        return CartPoleBatched(self, tasks, envs_per_task, resolve_device(device))
+        return build_batched(self, CartPoleBatched, tasks, envs_per_task, device)
 
 
 class CartPoleBatched(BatchedEnv):
@@ -114,9 +109,7 @@ class CartPoleBatched(BatchedEnv):
         self, family: CartPoleDynamics, tasks: list[CartPoleTask], envs_per_task: int,
         device: torch.device,
     ):
-        self.num_tasks, self.envs_per_task = len(tasks), envs_per_task
-        self.horizon, self.device = family.horizon, device
-        self.observation_space, self.action_space = family.observation_space, family.action_space
+        super().__init__(family, len(tasks), envs_per_task, device)
         self._family = family
         params = torch.tensor(
             [[t.pole_length, t.pole_mass, t.force_mag] for t in tasks],

@@ -54,7 +54,8 @@ def _float32_box(size: int) -> gym.spaces.Box:
 
 
 class _TaskMixin:
-    """Task switching, horizon and model caching shared by the two robots (no env logic)."""
+    """Task switching, horizon, float32 observations and model caching shared by the two robots
+    (placed before the Gymnasium robot in the bases, so ``super()`` is the robot; no physics)."""
 
     family: Any
     task: Any
@@ -89,6 +90,13 @@ class _TaskMixin:
             self.model.dof_damping[:] = self._base_damping * damping
             mujoco.mj_setConst(self.model, self.data)
 
+    def _get_obs(self) -> np.ndarray:
+        return super()._get_obs().astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._elapsed = 0
+        return super().reset(seed=seed, options=options)
+
     def _clip(self, action: Any) -> np.ndarray:
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
@@ -111,13 +119,6 @@ class MetaHalfCheetahEnv(_TaskMixin, HalfCheetahEnv):
         HalfCheetahEnv.__init__(self)
         self._setup(family, task, 17)
 
-    def _get_obs(self) -> np.ndarray:
-        return super()._get_obs().astype(np.float32)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self._elapsed = 0
-        return super().reset(seed=seed, options=options)
-
     def step(self, action):
         action = self._clip(action)
         x_before = self.data.qpos[0]
@@ -139,13 +140,6 @@ class MetaAntEnv(_TaskMixin, AntEnv):
     def __init__(self, family: Any, task: Any):
         AntEnv.__init__(self, include_cfrc_ext_in_observation=False)
         self._setup(family, task, 27)
-
-    def _get_obs(self) -> np.ndarray:
-        return super()._get_obs().astype(np.float32)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self._elapsed = 0
-        return super().reset(seed=seed, options=options)
 
     def step(self, action):
         action = self._clip(action)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from envs.base import BatchedEnv, Task, TaskFamily
-from envs.batched import BatchedEnvView, check_actions, check_tasks, resolve_device, truncation
+from envs.batched import BatchedEnvView, build_batched, check_actions, truncation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +76,7 @@ class Navigation2D(TaskFamily):
     def make_batched(
         self, tasks: list[NavigationTask], envs_per_task: int, device: str | torch.device = "cpu"
     ) -> "NavigationBatched":
-        tasks = check_tasks(self, tasks)
-        envs_per_task = self.check_count(envs_per_task, "envs_per_task")
-        return NavigationBatched(self, tasks, envs_per_task, resolve_device(device))
+        return build_batched(self, NavigationBatched, tasks, envs_per_task, device)
 
 
 class NavigationBatched(BatchedEnv):
@@ -88,9 +86,7 @@ class NavigationBatched(BatchedEnv):
         self, family: Navigation2D, tasks: list[NavigationTask], envs_per_task: int,
         device: torch.device,
     ):
-        self.num_tasks, self.envs_per_task = len(tasks), envs_per_task
-        self.horizon, self.device = family.horizon, device
-        self.observation_space, self.action_space = family.observation_space, family.action_space
+        super().__init__(family, len(tasks), envs_per_task, device)
         self._max_step, self._radius = family.max_step, family.goal_radius
         goals = [[task.goal_x, task.goal_y] for task in tasks]
         self.goals = torch.tensor(goals, dtype=torch.float32, device=device).view(-1, 1, 2)

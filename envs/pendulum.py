@@ -15,12 +15,12 @@ import torch
 from envs.base import BatchedEnv, Task, TaskFamily
 from envs.batched import (
     BatchedEnvView,
+    build_batched,
     check_actions,
-    check_tasks,
     next_seed,
-    resolve_device,
     seeded_uniform,
     truncation,
+    uniform_tasks,
 )
 
 
@@ -85,10 +85,7 @@ class PendulumDynamics(TaskFamily):
         return gym.spaces.Box(-self.max_torque, self.max_torque, (1,), np.float32)
 
     def sample_tasks(self, n: int, seed: int) -> list[PendulumTask]:
-        n = self.check_count(n)
-        rng = np.random.default_rng(self.check_seed(seed))
-        cols = [rng.uniform(lo, hi, n) for lo, hi in self.ranges.values()]
-        return [PendulumTask(*map(float, row)) for row in zip(*cols)]
+        return uniform_tasks(self, n, seed)
 
     def make_env(self, task: PendulumTask) -> gym.Env:
         return BatchedEnvView(self, task)
@@ -96,9 +93,7 @@ class PendulumDynamics(TaskFamily):
     def make_batched(
         self, tasks: list[PendulumTask], envs_per_task: int, device: str | torch.device = "cpu"
     ) -> "PendulumBatched":
-        tasks = check_tasks(self, tasks)
-        envs_per_task = self.check_count(envs_per_task, "envs_per_task")
-        return PendulumBatched(self, tasks, envs_per_task, resolve_device(device))
+        return build_batched(self, PendulumBatched, tasks, envs_per_task, device)
 
 
 class PendulumBatched(BatchedEnv):
@@ -108,9 +103,7 @@ class PendulumBatched(BatchedEnv):
         self, family: PendulumDynamics, tasks: list[PendulumTask], envs_per_task: int,
         device: torch.device,
     ):
-        self.num_tasks, self.envs_per_task = len(tasks), envs_per_task
-        self.horizon, self.device = family.horizon, device
-        self.observation_space, self.action_space = family.observation_space, family.action_space
+        super().__init__(family, len(tasks), envs_per_task, device)
         self._dt, self._max_speed, self._max_torque = family.dt, family.max_speed, family.max_torque
         params = torch.tensor(
             [[t.mass, t.length, t.gravity] for t in tasks], dtype=torch.float32, device=device

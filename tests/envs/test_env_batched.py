@@ -10,7 +10,7 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 import envs
-from envs.batched import seeded_uniform
+from envs.batched import seeded_uniform, uniform_tasks
 
 BATCHED = [name for name in envs.names() if envs.make(name).batched]
 T, E = 3, 2
@@ -143,6 +143,28 @@ def test_seeded_uniform_convention_and_range():
     big = seeded_uniform(0, 100, 100, [0.0], [1.0]).flatten()
     assert abs(big.mean().item() - 0.5) < 0.01 and abs(big.var().item() - 1 / 12) < 0.005
     assert not torch.equal(seeded_uniform(1, 2, 2, [0.0], [1.0]), seeded_uniform(2, 2, 2, [0.0], [1.0]))
+
+
+@pytest.mark.parametrize("name", ["CartPoleDynamics", "PendulumDynamics"])
+def test_uniform_tasks_draw_each_field_from_its_range(name):
+    family = envs.make(name)
+    tasks = uniform_tasks(family, 500, seed=3)
+    assert tasks == family.sample_tasks(500, seed=3) and tasks != uniform_tasks(family, 500, 4)
+    for field, (lo, hi) in family.ranges.items():
+        values = np.array([getattr(task, field) for task in tasks])
+        assert lo <= values.min() and values.max() < hi
+        assert abs(values.mean() - (lo + hi) / 2) < 0.05 * (hi - lo)  # not one end of the range
+    # fields are drawn independently: no two of them move together
+    columns = np.array([[getattr(task, f) for f in family.ranges] for task in tasks])
+    corr = np.corrcoef(columns.T)
+    assert np.abs(corr - np.eye(len(family.ranges))).max() < 0.15
+
+
+def test_uniform_tasks_needs_a_range_for_every_task_field():
+    family = envs.make("PendulumDynamics")
+    family.ranges = {"mass": (0.5, 1.5), "length": (0.5, 1.5)}  # on the instance only
+    with pytest.raises(ValueError, match=r"PendulumDynamics.ranges must map each field.*gravity"):
+        uniform_tasks(family, 2, seed=0)
 
 
 @pytest.mark.parametrize("name", BATCHED)
