@@ -61,10 +61,13 @@ class BatchedEnv(ABC):
     observation_space: gym.spaces.Box
     action_space: gym.spaces.Space
 
-    def __init__(self, family: "TaskFamily", num_tasks: int, envs_per_task: int,
-                 device: torch.device):
-        """Set the attributes above from ``family`` (its horizon and spaces)."""
-        self.num_tasks, self.envs_per_task = num_tasks, envs_per_task
+    def __init__(
+        self, family: TaskFamily, tasks: list[Task], envs_per_task: int, device: torch.device
+    ):
+        """Set the attributes above: ``len(tasks)``, the count and the device as given, the
+        horizon and spaces from ``family``. :func:`envs.build_batched` constructs a batched env
+        with these four arguments, checked."""
+        self.num_tasks, self.envs_per_task = len(tasks), envs_per_task
         self.horizon, self.device = family.horizon, device
         self.observation_space, self.action_space = family.observation_space, family.action_space
 

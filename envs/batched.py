@@ -3,10 +3,10 @@
 One source of truth for dynamics: a batched family writes its physics once, as a
 :class:`~envs.base.BatchedEnv`, and its ``make_env`` returns :class:`BatchedEnvView`, which wraps
 ``make_batched([task], 1, "cpu")`` and converts tensors to numpy. This module holds what every
-batched env needs:
+batched env needs, and one helper for any family:
 
-- :func:`uniform_tasks`: ``sample_tasks`` for a family whose task fields are independent
-  uniforms;
+- :func:`uniform_tasks`: ``sample_tasks`` for a family (batched or not) whose task fields are
+  independent uniforms;
 - :func:`build_batched`: ``make_batched``'s argument checks, then the family's batched env;
 - :func:`check_actions`: the cheap (attribute-only, no host sync) action check of ``step``;
 - :func:`truncation`: the ``truncated`` flags after ``t`` steps;
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -37,16 +38,29 @@ from envs.base import BatchedEnv, Task, TaskFamily
 
 def uniform_tasks(family: TaskFamily, n: int, seed: int) -> list[Task]:
     """``n`` tasks of ``family`` whose fields are drawn independently and uniformly from
-    ``family.ranges`` (``{field: (low, high)}``): all ``n`` values of the first field, then of the
-    next, from ``np.random.default_rng(seed)``."""
+    ``family.ranges`` (``{field: (low, high)}``, every field of ``family.task_type``): field by
+    field in the order of ``ranges``, all ``n`` values of one before the next, from
+    ``np.random.default_rng(seed)``."""
     ranges = getattr(family, "ranges", None)
     fields = [f.name for f in dataclasses.fields(family.task_type)]
-    if not isinstance(ranges, dict) or sorted(ranges) != sorted(fields):
-        raise ValueError(f"{family.name}.ranges must map each field of {family.task_type.__name__} "
-                         f"({', '.join(fields)}) to its (low, high), got {ranges!r}")
+    if not isinstance(ranges, dict) or set(ranges) != set(fields):
+        raise ValueError(
+            f"{family.name}.ranges must map each field of {family.task_type.__name__} "
+            f"({', '.join(fields)}) to its (low, high), got {ranges!r}"
+        )
+    for name, bounds in ranges.items():
+        try:
+            lo, hi = map(float, bounds)
+        except (TypeError, ValueError):
+            lo = hi = math.nan
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(
+                f"{family.name}.ranges[{name!r}] must be (low, high) with finite low < high, "
+                f"got {bounds!r}"
+            )
     n = family.check_count(n)
     rng = np.random.default_rng(family.check_seed(seed))
-    columns = {name: rng.uniform(lo, hi, n) for name, (lo, hi) in family.ranges.items()}
+    columns = {name: rng.uniform(lo, hi, n) for name, (lo, hi) in ranges.items()}
     return [family.task_type(**{name: float(col[i]) for name, col in columns.items()})
             for i in range(n)]
 
@@ -56,7 +70,9 @@ def build_batched(
     device: str | torch.device,
 ) -> BatchedEnv:
     """``env_type(family, tasks, envs_per_task, device)`` once the arguments of ``make_batched``
-    are checked: a non-empty list of the family's tasks, a positive count, a resolved device."""
+    are checked: a non-empty list of the family's tasks, a positive count, a resolved device.
+    ``env_type`` takes these four arguments, as :class:`~envs.base.BatchedEnv`'s constructor
+    does."""
     tasks = check_tasks(family, tasks)
     envs_per_task = family.check_count(envs_per_task, "envs_per_task")
     return env_type(family, tasks, envs_per_task, resolve_device(device))

@@ -109,7 +109,7 @@ class CartPoleBatched(BatchedEnv):
         self, family: CartPoleDynamics, tasks: list[CartPoleTask], envs_per_task: int,
         device: torch.device,
     ):
-        super().__init__(family, len(tasks), envs_per_task, device)
+        super().__init__(family, tasks, envs_per_task, device)
         self._family = family
         params = torch.tensor(
             [[t.pole_length, t.pole_mass, t.force_mag] for t in tasks],

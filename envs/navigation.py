@@ -86,7 +86,7 @@ class NavigationBatched(BatchedEnv):
         self, family: Navigation2D, tasks: list[NavigationTask], envs_per_task: int,
         device: torch.device,
     ):
-        super().__init__(family, len(tasks), envs_per_task, device)
+        super().__init__(family, tasks, envs_per_task, device)
         self._max_step, self._radius = family.max_step, family.goal_radius
         goals = [[task.goal_x, task.goal_y] for task in tasks]
         self.goals = torch.tensor(goals, dtype=torch.float32, device=device).view(-1, 1, 2)

@@ -103,7 +103,7 @@ class PendulumBatched(BatchedEnv):
         self, family: PendulumDynamics, tasks: list[PendulumTask], envs_per_task: int,
         device: torch.device,
     ):
-        super().__init__(family, len(tasks), envs_per_task, device)
+        super().__init__(family, tasks, envs_per_task, device)
         self._dt, self._max_speed, self._max_torque = family.dt, family.max_speed, family.max_torque
         params = torch.tensor(
             [[t.mass, t.length, t.gravity] for t in tasks], dtype=torch.float32, device=device

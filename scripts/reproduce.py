@@ -84,8 +84,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}"
 
 
-def train(config: TrainConfig, out: Path, console: Console) -> dict:
-    """Train ``config`` into ``out`` (reusing or resuming what is there); the checkpoint's state."""
+def train(config: TrainConfig, out: Path, console: Console, keep_every: int | None = None) -> dict:
+    """Train ``config`` into ``out`` (reusing or resuming what is there); the checkpoint's state.
+    A resumed run keeps its own ``keep_every`` unless ``keep_every`` is given."""
     if (out / "checkpoint.pt").exists():
         state = load_checkpoint(out)
         def experiment(c: dict) -> dict:  # what is computed, not how long or where
@@ -99,7 +100,7 @@ def train(config: TrainConfig, out: Path, console: Console) -> dict:
             return state
         # a resumed run keeps its experiment; how it runs and what it keeps may change
         trainer = Trainer.resume(out, iterations=config.iterations, threads=config.threads,
-                                 keep_every=config.keep_every or None)
+                                 keep_every=keep_every)
     else:
         trainer = Trainer(config, out)
     try:
@@ -215,9 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                              "script)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in this process (default: torch's choice)")
-    parser.add_argument("--keep-every", type=int, default=0,
+    parser.add_argument("--keep-every", type=int, default=None,
                         help="also keep the model of every N-th iteration, to evaluate later "
-                             "with meta-rl evaluate --iteration (default 0: the last only)")
+                             "with meta-rl evaluate --iteration; 0 keeps the last only (default: "
+                             "a resumed run's own setting, else 0; a complete run is reused as "
+                             "it is)")
     parser.add_argument("--note", default="", help="a sentence added under the table")
     args = parser.parse_args(argv)
     algos = [a for a in args.algos.split(",") if a]
@@ -231,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         methods = check_methods(f"meta,{args.baselines}")
     except ValueError as exc:
         parser.error(f"--baselines: {exc}")
-    if args.keep_every < 0:
-        parser.error(f"--keep-every must be >= 0 (0 keeps the last model only), got {args.keep_every}")
+    if args.keep_every is not None and args.keep_every < 0:
+        parser.error(f"--keep-every must be >= 0 (0 keeps the last model only), "
+                     f"got {args.keep_every}")
     for name in ("tasks", "episodes", "steps", "iterations"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "steps" else 1):
@@ -260,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 data["iterations"] = args.iterations
             if args.threads is not None:
                 data["threads"] = args.threads
-            if args.keep_every:
+            if args.keep_every is not None:
                 data["keep_every"] = args.keep_every
             suffix = ""
             if args.fisher_fraction is not None and algo != "reptile":  # Reptile has no TRPO
@@ -268,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 suffix = f"-ff{args.fisher_fraction:g}"
             config = TrainConfig.from_dict(data)
             out = Path(args.out) / f"{args.target}-{algo}-s{seed}{suffix}"
-            state = train(config, out, console)
+            state = train(config, out, console, args.keep_every)
             if args.later_lr_scale is None:
                 scale, decay, tried = select_schedule(out, seed, args, console)
             else:

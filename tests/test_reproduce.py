@@ -65,12 +65,15 @@ def test_keep_every_reaches_a_new_and_a_resumed_run(reproduce, tmp_path):
                                "--keep-every", "2"]) == 0
         assert reproduce.main([*common, "--seeds", "1", "--iterations", "1"]) == 0
         assert reproduce.main([*common, "--seeds", "1", "--iterations", "3",
-                               "--keep-every", "2"]) == 0
+                               "--keep-every", "2", "--threads", "1"]) == 0
+        # a resumed run keeps its own keep_every when none is given
+        assert reproduce.main([*common, "--seeds", "1", "--iterations", "4"]) == 0
     finally:
         torch.set_num_threads(threads)
     assert snapshot_iterations(runs / "navigation2d-reptile-s0") == [2]
-    assert snapshot_iterations(runs / "navigation2d-reptile-s1") == [2]
-    assert load_checkpoint(runs / "navigation2d-reptile-s1")["iteration"] == 3
+    assert snapshot_iterations(runs / "navigation2d-reptile-s1") == [2, 4]
+    state = load_checkpoint(runs / "navigation2d-reptile-s1")
+    assert state["iteration"] == 4 and state["config"]["threads"] == 1
 
 
 def test_negative_keep_every_is_refused_before_training(reproduce, tmp_path, capsys):

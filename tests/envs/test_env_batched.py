@@ -150,20 +150,29 @@ def test_uniform_tasks_draw_each_field_from_its_range(name):
     family = envs.make(name)
     tasks = uniform_tasks(family, 500, seed=3)
     assert tasks == family.sample_tasks(500, seed=3) and tasks != uniform_tasks(family, 500, 4)
+    # the documented draw order, field by field, which fixes every published task set
+    rng = np.random.default_rng(3)
     for field, (lo, hi) in family.ranges.items():
         values = np.array([getattr(task, field) for task in tasks])
+        np.testing.assert_array_equal(values, rng.uniform(lo, hi, 500))
         assert lo <= values.min() and values.max() < hi
-        assert abs(values.mean() - (lo + hi) / 2) < 0.05 * (hi - lo)  # not one end of the range
-    # fields are drawn independently: no two of them move together
     columns = np.array([[getattr(task, f) for f in family.ranges] for task in tasks])
-    corr = np.corrcoef(columns.T)
+    corr = np.corrcoef(columns.T)  # fields are drawn independently
     assert np.abs(corr - np.eye(len(family.ranges))).max() < 0.15
 
 
-def test_uniform_tasks_needs_a_range_for_every_task_field():
+@pytest.mark.parametrize("ranges, match", [
+    ({"mass": (0.5, 1.5), "length": (0.5, 1.5)}, r"ranges must map each field.*gravity"),
+    ([(0.5, 1.5)] * 3, r"ranges must map each field"),
+    ({"mass": 1.0, "length": (0.5, 1.5), "gravity": (8, 12)}, r"ranges\['mass'\] must be \(low"),
+    ({"mass": (1.5, 0.5), "length": (0.5, 1.5), "gravity": (8, 12)}, r"finite low < high, got \(1.5"),
+    ({"mass": (0, 1), "length": (0, float("inf")), "gravity": (8, 12)}, r"ranges\['length'\]"),
+    ({"mass": (0, 1, 2), "length": (0, 1), "gravity": (8, 12)}, r"ranges\['mass'\]"),
+])
+def test_uniform_tasks_rejects_bad_ranges(ranges, match):
     family = envs.make("PendulumDynamics")
-    family.ranges = {"mass": (0.5, 1.5), "length": (0.5, 1.5)}  # on the instance only
-    with pytest.raises(ValueError, match=r"PendulumDynamics.ranges must map each field.*gravity"):
+    family.ranges = ranges  # on the instance only
+    with pytest.raises(ValueError, match=match):
         uniform_tasks(family, 2, seed=0)
 
 
