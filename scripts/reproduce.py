@@ -324,5 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """:func:`main`, with Ctrl-C reported in one line: each run has checkpointed its last
+    completed iteration (the trainer does that on Ctrl-C), so the same command goes on."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("reproduce.py: interrupted; every run kept its last completed iteration, and the "
+              "same command goes on from there", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -82,3 +82,15 @@ def test_negative_keep_every_is_refused_before_training(reproduce, tmp_path, cap
     assert exc.value.code == 2
     assert "--keep-every must be >= 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_ctrl_c_is_one_line_and_exit_130(reproduce, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "train", interrupted)
+    assert reproduce.cli(["navigation2d", "--algos", "maml", "--seeds", "0", "--out",
+                          str(tmp_path / "runs"), "--results", str(tmp_path / "results.md")]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "same command goes on" in err
+    assert not (tmp_path / "results.md").exists()
