@@ -6,7 +6,9 @@ in a goal or in their dynamics. A family
 - samples tasks reproducibly: ``sample_tasks(n, seed) -> list[Task]``;
 - builds one ordinary Gymnasium env for one task: ``make_env(task) -> gymnasium.Env``;
 - optionally builds a torch-native batched env that steps ``T`` tasks x ``E`` copies in one tensor
-  operation: ``make_batched(tasks, envs_per_task, device) -> BatchedEnv``.
+  operation: ``make_batched(tasks, envs_per_task, device) -> BatchedEnv``;
+- optionally steps a list of its ``make_env`` envs faster than one ``env.step`` at a time:
+  ``step_envs(envs, actions)``, which the samplers' worker processes call.
 
 A ``Task`` is a frozen dataclass of what varies. It compares equal by value and round-trips
 through JSON (``task.to_json()`` / ``family.task_from_json(d)``).
@@ -21,6 +23,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 
@@ -126,6 +129,23 @@ class TaskFamily(ABC):
         use Gymnasium vector envs over ``make_env``.
         """
         raise NotImplementedError(f"{type(self).__name__} has no batched env")
+
+    def step_envs(
+        self, envs: list[gym.Env], actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step each of ``envs`` (this family's ``make_env`` envs) once, ``envs[i]`` with
+        ``actions[i]``: ``(obs [n, O], reward [n] float64, terminated [n], truncated [n] bool)``,
+        exactly what ``envs[i].step(actions[i])`` returns, stacked.
+
+        The worker processes of the vector sampler call this on their slice of envs every step.
+        This default steps them one by one; a family whose ``env.step`` spends much of its time
+        in Python around the simulation can override it (the MuJoCo families do), and
+        ``envs.check_family`` then checks it against ``env.step``.
+        """
+        results = [env.step(action) for env, action in zip(envs, actions, strict=True)]
+        obs, reward, terminated, truncated, _ = zip(*results)
+        return (np.stack(obs), np.asarray(reward, dtype=np.float64),
+                np.asarray(terminated, dtype=bool), np.asarray(truncated, dtype=bool))
 
     # -- shared helpers -----------------------------------------------------------------------
     @property

@@ -392,6 +392,47 @@ class _Checker:
         steps = max(len(t) for t in b_traj) - 1
         return f"{T} tasks x {E} envs match make_env step for step ({steps} steps)"
 
+    def step_envs_matches_env(self) -> str:
+        """``family.step_envs`` on two envs per task against ``env.step`` on twins, exactly."""
+        fam, seed = self.family, self.seed
+        tasks = [task for task in self.tasks for _ in range(2)]
+        together = [fam.make_env(task) for task in tasks]
+        alone = [fam.make_env(task) for task in tasks]
+        try:
+            a_traj: list[list[tuple]] = []
+            b_traj: list[list[tuple]] = []
+            for i, (a, b) in enumerate(zip(together, alone)):
+                a_traj.append([(np.array(a.reset(seed=seed + i)[0]), 0.0, False, False)])
+                b_traj.append([(np.array(b.reset(seed=seed + i)[0]), 0.0, False, False)])
+            space = copy.deepcopy(fam.action_space)
+            space.seed(seed)
+            live = list(range(len(tasks)))
+            for _ in range(self.steps):
+                actions = np.stack([space.sample() for _ in live])
+                obs, reward, terminated, truncated = fam.step_envs(
+                    [together[i] for i in live], actions)
+                for k, i in enumerate(live):
+                    a_traj[i].append((np.array(obs[k]), float(reward[k]), bool(terminated[k]),
+                                      bool(truncated[k])))
+                    v_obs, v_rew, v_term, v_trunc, _ = alone[i].step(actions[k])
+                    b_traj[i].append((np.array(v_obs), float(v_rew), bool(v_term), bool(v_trunc)))
+                live = [i for i in live if not (a_traj[i][-1][2] or a_traj[i][-1][3]
+                                                 or b_traj[i][-1][2] or b_traj[i][-1][3])]
+                if not live:
+                    break
+        finally:
+            for env in together + alone:
+                env.close()
+        for i in range(len(tasks)):
+            diff = _same_trajectory(a_traj[i], b_traj[i], rtol=0, atol=0)
+            if diff:
+                raise _CheckFailed(
+                    f"env {i} (task {i // 2}) stepped by family.step_envs and its twin stepped by "
+                    f"env.step disagree: {diff}"
+                )
+        steps = max(len(t) for t in a_traj) - 1
+        return f"{len(tasks)} envs stepped together equal env.step, exactly ({steps} steps)"
+
     @staticmethod
     def _expect(x: Any, what: str, shape: tuple, dtype: torch.dtype | None) -> None:
         if not isinstance(x, torch.Tensor):
@@ -468,6 +509,10 @@ def check_family(
           "fix the env so stable_baselines3.common.env_checker.check_env passes (see its message)")
     c.run("seed determinism", c.seed_determinism,
           "draw all randomness from self.np_random after super().reset(seed=seed)")
+    if type(family).step_envs is not TaskFamily.step_envs:
+        c.run("step_envs matches env.step", c.step_envs_matches_env,
+              "make step_envs(envs, actions) return exactly what envs[i].step(actions[i]) returns, "
+              "stacked, for each env")
     if family.batched:
         c.run("batched contract", c.batched_contract,
               "follow envs.BatchedEnv: [T, E, ...] float32 obs, float rewards, bool flags on the env's "

@@ -1,6 +1,7 @@
 """MuJoCo locomotion families of the MAML paper (HalfCheetahVel/Dir, AntDir/Vel) and a dynamics
 family (HalfCheetahDynamics), on Gymnasium's MuJoCo v5 robots. No batched env: samplers step
-these in worker processes, switching tasks in place with ``env.unwrapped.set_task(task)``.
+these in worker processes, each worker its slice of envs with ``family.step_envs``, switching
+tasks in place with ``env.unwrapped.set_task(task)``.
 
 Rewards follow the MAML paper as implemented in the widely used pytorch-maml-rl envs; robots,
 observations (without Ant's contact forces), reset noise and health rules are Gymnasium v5's.
@@ -72,6 +73,11 @@ class MujocoFamily(TaskFamily):
         if self.robot == "half_cheetah":
             return self._envs.MetaHalfCheetahEnv(self, task)
         return self._envs.MetaAntEnv(self, task)
+
+    def step_envs(self, envs: list[gym.Env], actions: np.ndarray):
+        """``env.step`` for many of this family's envs: the simulation per env, the rest in numpy
+        (:func:`envs.mujoco_envs.step_envs`); equal to stepping them one by one."""
+        return self._envs.step_envs(envs, actions)
 
     def forward_reward(self, task: Any, x_velocity: float) -> float:
         """The task-dependent reward term, from the torso's forward velocity ``v_x``."""

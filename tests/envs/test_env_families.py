@@ -148,3 +148,62 @@ def test_missing_mujoco_says_how_to_install(monkeypatch):
             call()
     # the families still import, list and sample without MuJoCo
     assert "AntVel" in envs.names()
+
+
+@pytest.mark.parametrize("name", ["HalfCheetahDir", "HalfCheetahDynamics", "AntDir"])
+def test_step_envs_equals_env_step_exactly(name):
+    """The worker processes' batched step gives bit for bit what env.step gives, clipping included,
+    with envs of different tasks and seeds, until each episode ends."""
+    family = envs.make(name)
+    tasks = family.sample_tasks(3, seed=7)
+    together = [family.make_env(t) for t in tasks for _ in range(2)]
+    alone = [family.make_env(t) for t in tasks for _ in range(2)]
+    for i, (a, b) in enumerate(zip(together, alone)):
+        np.testing.assert_array_equal(a.reset(seed=i)[0], b.reset(seed=i)[0])
+    rng = np.random.default_rng(0)
+    live, steps = list(range(len(together))), 0
+    while live:
+        actions = rng.uniform(-1.5, 1.5, (len(live), family.action_space.shape[0]))
+        obs, reward, terminated, truncated = family.step_envs([together[i] for i in live], actions)
+        assert obs.dtype == np.float32 and reward.dtype == np.float64
+        for k, i in enumerate(live):
+            o, r, te, tr, _ = alone[i].step(actions[k])
+            np.testing.assert_array_equal(obs[k], o)
+            assert (reward[k], terminated[k], truncated[k]) == (r, te, tr)
+        live = [i for k, i in enumerate(live) if not (terminated[k] or truncated[k])]
+        steps += 1
+    assert steps == family.horizon or name == "AntDir"
+
+
+def test_step_envs_rejects_bad_input():
+    family = envs.make("HalfCheetahDir")
+    pair = [family.make_env(t) for t in family.sample_tasks(2, seed=0)]
+    for env in pair:
+        env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(2, 6\)"):
+        family.step_envs(pair, np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="at least one env"):
+        family.step_envs([], np.zeros((0, 6)))
+    other = envs.make("HalfCheetahVel")
+    mixed = [pair[0], other.make_env(other.sample_tasks(1, seed=0)[0])]
+    with pytest.raises(ValueError, match="one robot and family"):
+        family.step_envs(mixed, np.zeros((2, 6)))
+    with pytest.raises(ValueError, match=r"shape \(6,\)"):
+        pair[0].step(np.zeros(5))
+
+
+def test_default_step_envs_stacks_env_step():
+    family = envs.make("PendulumDynamics")
+    tasks = family.sample_tasks(2, seed=0)
+    together, alone = ([family.make_env(t) for t in tasks] for _ in range(2))
+    for i, (a, b) in enumerate(zip(together, alone)):
+        a.reset(seed=i)
+        b.reset(seed=i)
+    actions = np.array([[0.5], [-1.0]], np.float32)
+    obs, reward, terminated, truncated = family.step_envs(together, actions)
+    for k, env in enumerate(alone):
+        o, r, te, tr, _ = env.step(actions[k])
+        np.testing.assert_array_equal(obs[k], o)
+        assert (reward[k], terminated[k], truncated[k]) == (r, te, tr)
+    with pytest.raises(ValueError):
+        family.step_envs(together, actions[:1])
