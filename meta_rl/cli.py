@@ -353,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonnegative_int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=_positive_int, help="torch threads in the main process")
-    p.add_argument("--num-workers", type=_positive_int, help="env worker processes (MuJoCo/custom)")
+    p.add_argument("--num-workers", type=_positive_int,
+                   help="env steppers for MuJoCo/custom families: the main process and N-1 "
+                        "worker processes (default: one per CPU core)")
     p.add_argument("--checkpoint-every", type=_positive_int)
     p.add_argument("--keep-every", type=_nonnegative_int,
                    help="also keep the model every N iterations in snapshots/ (default 0: none; "

@@ -90,7 +90,8 @@ class TrainConfig:
     threads: int | None = None
     """torch intra-op threads in the main process (None: torch's default)"""
     num_workers: int | None = None
-    """worker processes for families without a batched env (None: one per CPU core)"""
+    """parallel env steppers for families without a batched env: the main process and
+    ``num_workers - 1`` worker processes (None: one per CPU core; 1: the main process alone)"""
     checkpoint_every: int = 10
     """write checkpoint.pt every this many iterations (and at the end)"""
     keep_every: int = 0

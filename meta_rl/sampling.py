@@ -7,7 +7,8 @@ Two samplers share one interface, ``sampler.sample(tasks, params, seed) -> Episo
   step), with no Python loop over tasks or envs and no host synchronisation.
 - :class:`VectorSampler` for every other family (MuJoCo, users' own): a
   :class:`~meta_rl.vector.TaskVectorEnv` steps ``T x E`` Gymnasium envs, each with its own task,
-  in worker processes, while the policy runs batched in the main process.
+  in slices (one in the main process, the others in worker processes), while the policy runs
+  batched in the main process, on one torch thread.
 
 ``params`` carry a leading task dimension ``[T, ...]`` (see :func:`meta_rl.policies.batch_params`).
 Sampling never builds an autograd graph.
@@ -250,7 +251,16 @@ class VectorSampler(Sampler):
         self.vec.set_tasks([task for task in tasks for _ in range(episodes)])
         view = _TensorView(self.vec, len(tasks), self.family.horizon, self.device,
                            self.policy.discrete)
-        return rollout(view, self.policy, params, seed, stop_early=True)
+        # The main process steps a slice of the envs itself. Between its torch ops, torch's
+        # other OpenMP threads spin-wait on the cores the workers need: on 2 cores that cut
+        # HalfCheetah sampling from 41k to 28k env steps/s (docs/benchmarks.md). The policy's
+        # ops here are small, so they run on one thread; the caller's setting comes back after.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return rollout(view, self.policy, params, seed, stop_early=True)
+        finally:
+            torch.set_num_threads(threads)
 
     def close(self) -> None:
         self.vec.close()

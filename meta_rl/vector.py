@@ -1,10 +1,13 @@
-"""A Gymnasium vector env in which every sub-env has its own task, stepped in worker processes.
+"""A Gymnasium vector env in which every sub-env has its own task, stepped in parallel slices.
 
 Gymnasium's ``AsyncVectorEnv`` runs one process per sub-env. A meta-batch has ``T x E`` sub-envs
-(800 for 40 HalfCheetah tasks x 20 episodes), so here each of ``W`` workers holds a contiguous
-slice of sub-envs and steps its whole slice per message: one round trip per step per worker,
+(800 for 40 HalfCheetah tasks x 20 episodes), so here the sub-envs are cut into ``W`` contiguous
+slices, one per stepper: the main process steps the first slice itself while ``W - 1`` worker
+processes step the others, so ``W`` steppers keep ``W`` cores busy with no process waiting idle
+on the others. Each stepper steps its whole slice per step with ``family.step_envs`` (which a
+family can make faster than one ``env.step`` at a time): one round trip per step per worker,
 whatever ``T x E`` is. Workers run one thread each (torch and BLAS), so that they and the main
-process's policy do not fight over cores.
+process's policy do not fight over cores. ``W = 1`` steps everything in the main process.
 
 Episodes do not auto-reset: a sub-env that terminated or was truncated is not stepped again until
 the next ``reset``; it reports its final observation, reward 0 and the flag that ended it.
@@ -24,51 +27,67 @@ from gymnasium.vector.utils import batch_space
 from envs import TaskFamily
 
 
+class _Slice:
+    """One stepper's sub-envs and their state; ``handle(cmd, arg)`` runs one command. Used in the
+    main process for the first slice and in each worker process for its own."""
+
+    def __init__(self, family: TaskFamily):
+        self.family = family
+        self.envs: list[gym.Env] = []
+        self.done = np.zeros(0, dtype=bool)
+        self.last = np.zeros(0)
+
+    def handle(self, cmd: str, arg: Any) -> Any:
+        envs = self.envs
+        if cmd == "set_tasks":
+            for i, task in enumerate(arg):
+                if i < len(envs) and hasattr(envs[i].unwrapped, "set_task"):
+                    envs[i].unwrapped.set_task(task)
+                elif i < len(envs):
+                    envs[i].close()
+                    envs[i] = self.family.make_env(task)
+                else:
+                    envs.append(self.family.make_env(task))
+            for env in envs[len(arg):]:
+                env.close()
+            del envs[len(arg):]
+            return None
+        if cmd == "reset":
+            self.last = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, arg)])
+            self.done = np.zeros(len(envs), dtype=bool)
+            return self.last
+        if cmd == "step":
+            n = len(envs)
+            rew = np.zeros(n, np.float64)
+            term = np.zeros(n, bool)
+            trunc = np.zeros(n, bool)
+            live = np.flatnonzero(~self.done)
+            if live.size:
+                obs, rew[live], term[live], trunc[live] = self.family.step_envs(
+                    [envs[i] for i in live], arg[live])
+                self.last[live] = obs
+                self.done[live] = term[live] | trunc[live]
+            return self.last, rew, term, trunc
+        if cmd == "close":
+            for env in envs:
+                env.close()
+            envs.clear()
+            return None
+        raise ValueError(f"unknown command {cmd!r}")
+
+
 def _worker(conn, family: TaskFamily, parent_ends: list = ()) -> None:
     import torch
 
     for end in parent_ends:
         end.close()
     torch.set_num_threads(1)
-    envs: list[gym.Env] = []
-    done = np.zeros(0, dtype=bool)
-    last: list[Any] = []
+    state = _Slice(family)
     try:
         while True:
             cmd, arg = conn.recv()
-            if cmd == "set_tasks":
-                for i, task in enumerate(arg):
-                    if i < len(envs) and hasattr(envs[i].unwrapped, "set_task"):
-                        envs[i].unwrapped.set_task(task)
-                    elif i < len(envs):
-                        envs[i].close()
-                        envs[i] = family.make_env(task)
-                    else:
-                        envs.append(family.make_env(task))
-                for env in envs[len(arg):]:
-                    env.close()
-                del envs[len(arg):]
-                conn.send(("ok", None))
-            elif cmd == "reset":
-                obs = [env.reset(seed=s)[0] for env, s in zip(envs, arg)]
-                done = np.zeros(len(envs), dtype=bool)
-                last = obs
-                conn.send(("ok", np.stack(obs)))
-            elif cmd == "step":
-                n = len(envs)
-                rew = np.zeros(n, np.float64)
-                term = np.zeros(n, bool)
-                trunc = np.zeros(n, bool)
-                for i in range(n):
-                    if done[i]:
-                        continue
-                    last[i], rew[i], term[i], trunc[i], _ = envs[i].step(arg[i])
-                    done[i] = term[i] or trunc[i]
-                conn.send(("ok", (np.stack(last), rew, term, trunc)))
-            elif cmd == "close":
-                for env in envs:
-                    env.close()
-                conn.send(("ok", None))
+            conn.send(("ok", state.handle(cmd, arg)))
+            if cmd == "close":
                 return
     except (KeyboardInterrupt, EOFError):
         return
@@ -77,7 +96,8 @@ def _worker(conn, family: TaskFamily, parent_ends: list = ()) -> None:
 
 
 class TaskVectorEnv(gym.vector.VectorEnv):
-    """``N`` Gymnasium envs of one family, sub-env ``i`` on ``tasks[i]``, in ``W`` processes.
+    """``N`` Gymnasium envs of one family, sub-env ``i`` on ``tasks[i]``, stepped in ``W`` slices:
+    the first in this process, the others in ``W - 1`` worker processes.
 
     Call :meth:`set_tasks` first (it fixes ``num_envs``), then ``reset(seed)`` (sub-env ``i`` is
     seeded with ``seed + i``) and ``step(actions [N, ...])``.
@@ -88,13 +108,14 @@ class TaskVectorEnv(gym.vector.VectorEnv):
     def __init__(self, family: TaskFamily, num_workers: int | None = None):
         if num_workers is None:
             num_workers = os.cpu_count() or 1
-        if not isinstance(num_workers, int) or num_workers <= 0:
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers <= 0:
             raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
         self.family = family
         self.num_workers = num_workers
         self.single_observation_space = family.observation_space
         self.single_action_space = family.action_space
         self.num_envs = 0
+        self._local = _Slice(family)
         self._procs: list = []
         self._conns: list = []
         self._slices: list[slice] = []
@@ -114,11 +135,17 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             self._conns.append(parent)
 
     def _call(self, messages: list[tuple[str, Any]]) -> list[Any]:
-        for conn, msg in zip(self._conns, messages):
+        """Run ``messages[0]`` here and ``messages[k]`` in worker ``k - 1``, all at once; their
+        results in order. Every worker's reply is read even when one fails, so that the pipes
+        stay in step for the next call."""
+        remote = list(zip(self._conns, messages[1:]))
+        for conn, msg in remote:
             conn.send(msg)
-        out = []
-        for conn in self._conns[: len(messages)]:
-            status, value = conn.recv()
+        try:
+            out = [self._local.handle(*messages[0])]
+        finally:
+            replies = [conn.recv() for conn, _ in remote]
+        for status, value in replies:
             if status == "error":
                 raise RuntimeError(f"a {self.family.name} worker failed: {value}")
             out.append(value)
@@ -130,10 +157,10 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             raise RuntimeError("TaskVectorEnv is closed")
         tasks = [self.family.check_task(t) for t in tasks]
         n = TaskFamily.check_count(len(tasks), "number of tasks")
-        workers = min(self.num_workers, n)
-        if len(self._procs) < workers:
-            self._start(workers - len(self._procs))
-        bounds = np.linspace(0, n, len(self._procs) + 1).round().astype(int)
+        steppers = min(self.num_workers, n)
+        if len(self._procs) < steppers - 1:
+            self._start(steppers - 1 - len(self._procs))
+        bounds = np.linspace(0, n, steppers + 1).round().astype(int)
         self._slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         self._call([("set_tasks", tasks[s]) for s in self._slices])
         self.num_envs = n
@@ -159,6 +186,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if self._closed:
             return
         self._closed = True
+        self._local.handle("close", None)
         for conn in self._conns:
             try:
                 conn.send(("close", None))

@@ -124,3 +124,66 @@ def test_unknown_batch_unit_is_a_value_error():
     family, policy, _, _ = setup()
     with pytest.raises(ValueError, match="batch_unit must be 'episodes'.*or 'steps'.*got 'steps_'"):
         BatchedSampler(family, policy, 2, batch_unit="steps_")
+
+
+@pytest.mark.parametrize("name", ["Navigation2D", "HalfCheetahDir"])
+def test_vector_sampler_gives_the_same_episodes_however_many_steppers(name):
+    """The main process alone (1), the main process and one worker (2), and three steppers for a
+    batch that does not divide evenly give bit-identical episodes."""
+    family, policy, params, tasks = setup(name, horizon=15)
+    out = []
+    for workers in (1, 2, 3):
+        vec = VectorSampler(family, policy, 4, num_workers=workers)
+        try:
+            out.append(vec.sample(tasks, params, seed=3))
+            assert len(vec.vec._procs) == workers - 1
+        finally:
+            vec.close()
+    for other in out[1:]:
+        assert all(torch.equal(x, y) for x, y in zip(out[0], other))
+
+
+def test_vector_sampler_restores_the_callers_torch_threads():
+    family, policy, params, tasks = setup(horizon=5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        vec = VectorSampler(family, policy, 2, num_workers=2)
+        try:
+            vec.sample(tasks, params, seed=0)
+        finally:
+            vec.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+class _FailsOnStep(type(envs.make("Navigation2D"))):
+    """Navigation2D whose envs fail on the first step of task 0 (in the main process's slice)."""
+
+    fail = True
+
+    def step_envs(self, envs_, actions):
+        if self.fail and any(env.unwrapped.task == self.bad for env in envs_):
+            raise RuntimeError("env blew up")
+        return super().step_envs(envs_, actions)
+
+
+def test_a_failing_slice_in_the_main_process_leaves_the_workers_in_step():
+    from meta_rl.vector import TaskVectorEnv
+
+    family = _FailsOnStep(horizon=5)
+    tasks = family.sample_tasks(4, seed=0)
+    family.bad = tasks[0]
+    vec = TaskVectorEnv(family, num_workers=2)
+    try:
+        vec.set_tasks(tasks)
+        vec.reset(seed=0)
+        with pytest.raises(RuntimeError, match="env blew up"):
+            vec.step(torch.zeros(4, 2).numpy())
+        vec.set_tasks(tasks[1:] + tasks[1:2])  # no bad task: every stepper answers in turn
+        obs, _ = vec.reset(seed=0)
+        obs, reward, *_ = vec.step(torch.zeros(4, 2).numpy())
+        assert obs.shape == (4, 2) and reward.shape == (4,)
+    finally:
+        vec.close()
