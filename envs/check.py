@@ -136,6 +136,17 @@ def _same_trajectory(a: list[tuple], b: list[tuple], rtol: float, atol: float) -
     return None
 
 
+def _all_same(a: list[list[tuple]], b: list[list[tuple]], tol: float,
+              label: Callable[[int], str]) -> int:
+    """Raise at the first pair ``a[i]``, ``b[i]`` of trajectories that differ (``label(i)`` names
+    them); else return the longest one's step count."""
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        diff = _same_trajectory(x, y, rtol=tol, atol=tol)
+        if diff:
+            raise _CheckFailed(f"{label(i)} disagree: {diff}")
+    return max(len(t) for t in a) - 1
+
+
 def _batched_actions(space: gym.spaces.Space, shape: tuple[int, int], gen: torch.Generator):
     """In-range actions ``[T, E, ...]`` for a Box or Discrete space, on the CPU."""
     if isinstance(space, gym.spaces.Discrete):
@@ -382,14 +393,9 @@ class _Checker:
         finally:
             for view in views:
                 view.close()
-        for i in range(len(views)):
-            diff = _same_trajectory(b_traj[i], v_traj[i], rtol=1e-4, atol=1e-4)
-            if diff:
-                raise _CheckFailed(
-                    f"batched copy (task {i // E}, env {i % E}) reset with seed {seed} and "
-                    f"make_env(task).reset(seed={seed + i}) disagree: {diff}"
-                )
-        steps = max(len(t) for t in b_traj) - 1
+        steps = _all_same(b_traj, v_traj, 1e-4, lambda i: (
+            f"batched copy (task {i // E}, env {i % E}) reset with seed {seed} and "
+            f"make_env(task).reset(seed={seed + i})"))
         return f"{T} tasks x {E} envs match make_env step for step ({steps} steps)"
 
     def step_envs_matches_env(self) -> str:
@@ -423,14 +429,8 @@ class _Checker:
         finally:
             for env in together + alone:
                 env.close()
-        for i in range(len(tasks)):
-            diff = _same_trajectory(a_traj[i], b_traj[i], rtol=0, atol=0)
-            if diff:
-                raise _CheckFailed(
-                    f"env {i} (task {i // 2}) stepped by family.step_envs and its twin stepped by "
-                    f"env.step disagree: {diff}"
-                )
-        steps = max(len(t) for t in a_traj) - 1
+        steps = _all_same(a_traj, b_traj, 0.0, lambda i: (
+            f"env {i} (task {i // 2}) stepped by family.step_envs and its twin stepped by env.step"))
         return f"{len(tasks)} envs stepped together equal env.step, exactly ({steps} steps)"
 
     @staticmethod

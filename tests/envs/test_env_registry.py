@@ -155,6 +155,21 @@ def test_check_family_catches_a_batched_env_that_disagrees_with_its_view():
     assert "BatchedEnvView" in failed["batched matches make_env"]
 
 
+def test_check_family_catches_a_step_envs_that_disagrees_with_env_step():
+    class RoundedCheetah(envs.HalfCheetahDir):
+        def step_envs(self, envs_, actions):  # rewards rounded: close, but not env.step's
+            obs, reward, terminated, truncated = super().step_envs(envs_, actions)
+            return obs, reward.round(3), terminated, truncated
+
+    report = envs.check_family(RoundedCheetah())
+    failed = {r.name: r.message for r in report.failures}
+    assert set(failed) == {"step_envs matches env.step"}, str(report)
+    assert "rewards differ at step 1" in failed["step_envs matches env.step"]
+    assert "exactly what envs[i].step(actions[i]) returns" in str(report)
+    # a family that keeps the default step_envs is not checked for it
+    assert not any("step_envs" in r.name for r in envs.check_family("Navigation2D").results)
+
+
 def test_check_family_argument_errors():
     with pytest.raises(ValueError, match="num_tasks"):
         envs.check_family("Navigation2D", num_tasks=1)
