@@ -15,6 +15,7 @@ the next ``reset``; it reports its final observation, reward 0 and the flag that
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import traceback
@@ -136,15 +137,20 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
     def _call(self, messages: list[tuple[str, Any]]) -> list[Any]:
         """Run ``messages[0]`` here and ``messages[k]`` in worker ``k - 1``, all at once; their
-        results in order. Every worker's reply is read even when one fails, so that the pipes
-        stay in step for the next call."""
+        results in order. When this process's part fails, the workers' replies are still read,
+        so that the pipes stay in step for the next call. (Ctrl-C is not such a failure: the
+        workers stop on it too, and the ``KeyboardInterrupt`` goes to the caller as it is.)"""
         remote = list(zip(self._conns, messages[1:]))
         for conn, msg in remote:
             conn.send(msg)
         try:
             out = [self._local.handle(*messages[0])]
-        finally:
-            replies = [conn.recv() for conn, _ in remote]
+        except Exception:
+            with contextlib.suppress(EOFError, OSError):
+                for conn, _ in remote:
+                    conn.recv()
+            raise
+        replies = [conn.recv() for conn, _ in remote]
         for status, value in replies:
             if status == "error":
                 raise RuntimeError(f"a {self.family.name} worker failed: {value}")
@@ -186,7 +192,6 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if self._closed:
             return
         self._closed = True
-        self._local.handle("close", None)
         for conn in self._conns:
             try:
                 conn.send(("close", None))
@@ -197,6 +202,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
+        self._local.handle("close", None)
 
     def __del__(self):
         try:

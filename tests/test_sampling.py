@@ -161,11 +161,11 @@ def test_vector_sampler_restores_the_callers_torch_threads():
 class _FailsOnStep(type(envs.make("Navigation2D"))):
     """Navigation2D whose envs fail on the first step of task 0 (in the main process's slice)."""
 
-    fail = True
+    error = RuntimeError("env blew up")
 
     def step_envs(self, envs_, actions):
-        if self.fail and any(env.unwrapped.task == self.bad for env in envs_):
-            raise RuntimeError("env blew up")
+        if any(env.unwrapped.task == self.bad for env in envs_):
+            raise self.error
         return super().step_envs(envs_, actions)
 
 
@@ -187,3 +187,23 @@ def test_a_failing_slice_in_the_main_process_leaves_the_workers_in_step():
         assert obs.shape == (4, 2) and reward.shape == (4,)
     finally:
         vec.close()
+
+
+def test_ctrl_c_in_the_main_process_slice_reaches_the_caller_as_such():
+    """The trainer checkpoints on KeyboardInterrupt; it must not turn into a pipe error."""
+    from meta_rl.vector import TaskVectorEnv
+
+    family = _FailsOnStep(horizon=5)
+    family.error = KeyboardInterrupt()
+    tasks = family.sample_tasks(4, seed=0)
+    family.bad = tasks[0]
+    vec = TaskVectorEnv(family, num_workers=2)
+    try:
+        # the bad task in both slices: the worker stops on Ctrl-C too, without replying
+        vec.set_tasks([tasks[0], tasks[1], tasks[0], tasks[3]])
+        vec.reset(seed=0)
+        with pytest.raises(KeyboardInterrupt):
+            vec.step(torch.zeros(4, 2).numpy())
+    finally:
+        vec.close()
+    assert not any(proc.is_alive() for proc in vec._procs)
