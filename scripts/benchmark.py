@@ -13,8 +13,8 @@ when there is one, the GPU; and of one raw Gymnasium HalfCheetahVel env, for ref
 them) on Navigation2D at the MAML paper's size -- 20 tasks x 20 episodes x 100 steps, a 100x100
 ReLU policy, one inner step -- for MAML and Meta-SGD (TRPO outer step) and Reptile (SGD outer
 step), once per ``--threads`` setting of the main process; then one HalfCheetahVel iteration
-(MAML-TRPO, 40 tasks x 20 episodes x 200 steps in worker processes) with its sampler's env
-steps/s next to the raw single-env MuJoCo rate. ``--profile`` adds where MAML's time goes.
+(MAML-TRPO, 40 tasks x 20 episodes x 200 steps, stepped by the main process and worker
+processes) with its sampler's env steps/s next to the raw single-env MuJoCo rate. ``--profile`` adds where MAML's time goes.
 
 Each ``envs`` figure is the best of ``--repeats`` timed runs after a warm-up run; each ``meta``
 figure the best and the median of ``--iterations`` meta-iterations after a warm-up one.
@@ -408,7 +408,8 @@ def cheetah_table(args: argparse.Namespace, base: dict) -> Table:
     horizon = envs.make("HalfCheetahVel").horizon
     table = Table(title=f"HalfCheetahVel, MAML-TRPO: {args.cheetah_tasks} tasks x "
                         f"{args.cheetah_episodes} episodes x {horizon} steps, "
-                        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} workers")
+                        f"{torch.get_num_threads()} torch threads (1 while sampling), "
+                        f"{os.cpu_count()} env steppers (the main process and workers)")
     for column in ("best s/iter", "median s/iter", "env steps / iter", "sampler steps/s",
                    "raw single env steps/s", "sampler / raw"):
         table.add_column(column, justify="right")
