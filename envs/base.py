@@ -8,7 +8,7 @@ in a goal or in their dynamics. A family
 - optionally builds a torch-native batched env that steps ``T`` tasks x ``E`` copies in one tensor
   operation: ``make_batched(tasks, envs_per_task, device) -> BatchedEnv``;
 - optionally steps a list of its ``make_env`` envs faster than one ``env.step`` at a time:
-  ``step_envs(envs, actions)``, which the samplers' worker processes call.
+  ``step_envs(envs, actions)``, which the vector sampler calls on each slice of its envs.
 
 A ``Task`` is a frozen dataclass of what varies. It compares equal by value and round-trips
 through JSON (``task.to_json()`` / ``family.task_from_json(d)``).
@@ -137,7 +137,8 @@ class TaskFamily(ABC):
         ``actions[i]``: ``(obs [n, O], reward [n] float64, terminated [n], truncated [n] bool)``,
         exactly what ``envs[i].step(actions[i])`` returns, stacked.
 
-        The worker processes of the vector sampler call this on their slice of envs every step.
+        The vector sampler calls this every step on each slice of its envs (one slice in the
+        main process, one in each worker process).
         This default steps them one by one; a family whose ``env.step`` spends much of its time
         in Python around the simulation can override it (the MuJoCo families do), and
         ``envs.check_family`` then checks it against ``env.step``.

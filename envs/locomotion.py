@@ -1,7 +1,7 @@
 """MuJoCo locomotion families of the MAML paper (HalfCheetahVel/Dir, AntDir/Vel) and a dynamics
 family (HalfCheetahDynamics), on Gymnasium's MuJoCo v5 robots. No batched env: samplers step
-these in worker processes, each worker its slice of envs with ``family.step_envs``, switching
-tasks in place with ``env.unwrapped.set_task(task)``.
+these in slices (the main process one, each worker process another) with ``family.step_envs``,
+switching tasks in place with ``env.unwrapped.set_task(task)``.
 
 Rewards follow the MAML paper as implemented in the widely used pytorch-maml-rl envs; robots,
 observations (without Ant's contact forces), reset noise and health rules are Gymnasium v5's.
