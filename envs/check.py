@@ -405,31 +405,25 @@ class _Checker:
         together = [fam.make_env(task) for task in tasks]
         alone = [fam.make_env(task) for task in tasks]
         try:
-            a_traj: list[list[tuple]] = []
-            b_traj: list[list[tuple]] = []
-            for i, (a, b) in enumerate(zip(together, alone)):
-                a_traj.append([(np.array(a.reset(seed=seed + i)[0]), 0.0, False, False)])
-                b_traj.append([(np.array(b.reset(seed=seed + i)[0]), 0.0, False, False)])
-            space = copy.deepcopy(fam.action_space)
-            space.seed(seed)
+            actions = [_sample_actions(fam.action_space, self.steps, seed + i)
+                       for i in range(len(tasks))]
+            expected = [_rollout(env, seed + i, actions[i]) for i, env in enumerate(alone)]
+            got = [[(np.array(env.reset(seed=seed + i)[0], copy=True), 0.0, False, False)]
+                   for i, env in enumerate(together)]
             live = list(range(len(tasks)))
-            for _ in range(self.steps):
-                actions = np.stack([space.sample() for _ in live])
-                obs, reward, terminated, truncated = fam.step_envs(
-                    [together[i] for i in live], actions)
-                for k, i in enumerate(live):
-                    a_traj[i].append((np.array(obs[k]), float(reward[k]), bool(terminated[k]),
-                                      bool(truncated[k])))
-                    v_obs, v_rew, v_term, v_trunc, _ = alone[i].step(actions[k])
-                    b_traj[i].append((np.array(v_obs), float(v_rew), bool(v_term), bool(v_trunc)))
-                live = [i for i in live if not (a_traj[i][-1][2] or a_traj[i][-1][3]
-                                                 or b_traj[i][-1][2] or b_traj[i][-1][3])]
+            for t in range(self.steps):
                 if not live:
                     break
+                obs, reward, terminated, truncated = fam.step_envs(
+                    [together[i] for i in live], np.stack([actions[i][t] for i in live]))
+                for k, i in enumerate(live):
+                    got[i].append((np.array(obs[k], copy=True), float(reward[k]),
+                                   bool(terminated[k]), bool(truncated[k])))
+                live = [i for k, i in enumerate(live) if not (terminated[k] or truncated[k])]
         finally:
             for env in together + alone:
                 env.close()
-        steps = _all_same(a_traj, b_traj, 0.0, lambda i: (
+        steps = _all_same(got, expected, 0.0, lambda i: (
             f"env {i} (task {i // 2}) stepped by family.step_envs and its twin stepped by env.step"))
         return f"{len(tasks)} envs stepped together equal env.step, exactly ({steps} steps)"
 

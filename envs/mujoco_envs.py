@@ -120,7 +120,7 @@ class _TaskMixin:
             raise ValueError(
                 f"action must have shape {self.action_space.shape}, got shape {action.shape}"
             )
-        obs, reward, terminated, truncated, infos = _step(self, [self], action[None], infos=True)
+        obs, reward, terminated, truncated, infos = _step([self], action[None], infos=True)
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), infos[0]
 
     def _simulate(self, action: np.ndarray) -> float:
@@ -153,13 +153,13 @@ def step_envs(
             f"actions must have shape {(len(envs), *first.action_space.shape)} for {len(envs)} "
             f"envs, got shape {actions.shape}"
         )
-    return _step(first, envs, actions, infos=False)[:4]
+    return _step(envs, actions, infos=False)[:4]
 
 
-def _step(first: _TaskMixin, envs: list, actions: np.ndarray, infos: bool) -> tuple:
+def _step(envs: list[_TaskMixin], actions: np.ndarray, infos: bool) -> tuple:
     """The step of :func:`step_envs` and ``env.step`` on checked ``actions`` ``[n, A]``;
     ``infos`` also builds each env's info dict."""
-    n = len(envs)
+    first, n = envs[0], len(envs)
     actions = np.clip(actions, first.action_space.low, first.action_space.high)
     ctrl_costs = first.family.ctrl_cost_weight * np.sum(np.square(actions), axis=1)
     obs = np.empty((n, *first.observation_space.shape), np.float32)

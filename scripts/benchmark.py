@@ -14,7 +14,8 @@ them) on Navigation2D at the MAML paper's size -- 20 tasks x 20 episodes x 100 s
 ReLU policy, one inner step -- for MAML and Meta-SGD (TRPO outer step) and Reptile (SGD outer
 step), once per ``--threads`` setting of the main process; then one HalfCheetahVel iteration
 (MAML-TRPO, 40 tasks x 20 episodes x 200 steps, stepped by the main process and worker
-processes) with its sampler's env steps/s next to the raw single-env MuJoCo rate. ``--profile`` adds where MAML's time goes.
+processes) with its sampler's env steps/s next to the raw single-env MuJoCo rate. ``--profile``
+adds where MAML's time goes.
 
 Each ``envs`` figure is the best of ``--repeats`` timed runs after a warm-up run; each ``meta``
 figure the best and the median of ``--iterations`` meta-iterations after a warm-up one.
