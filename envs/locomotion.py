@@ -46,9 +46,18 @@ def require_mujoco():
 
 
 class MujocoFamily(TaskFamily):
-    """Shared machinery of the MuJoCo families: spaces, env construction, cost weights."""
+    """Shared machinery of the MuJoCo families: spaces, env construction, cost weights, and the
+    time step.
+
+    Every family takes ``horizon`` and ``frame_skip``: each env step simulates ``frame_skip``
+    MuJoCo steps of 0.01 s, Gymnasium v5's 5 by default (0.05 s a step, 10 s in 200 steps). The
+    MAML paper's rllab envs took one MuJoCo step per env step (2 s in 200 steps);
+    ``frame_skip=1`` gives that timing.
+    """
 
     default_horizon: ClassVar[int] = 200
+    #: MuJoCo steps per env step, Gymnasium v5's for both robots
+    default_frame_skip: ClassVar[int] = 5
     #: "half_cheetah" or "ant"
     robot: ClassVar[str] = ""
     ctrl_cost_weight: ClassVar[float] = 0.0
@@ -56,9 +65,17 @@ class MujocoFamily(TaskFamily):
     survive_reward: ClassVar[float] = 0.0
     _sizes: ClassVar[dict[str, tuple[int, int]]] = {"half_cheetah": (17, 6), "ant": (27, 8)}
 
-    def __init__(self, horizon: int | None = None):
+    def __init__(self, horizon: int | None = None, frame_skip: int | None = None):
         super().__init__(horizon)
+        frame_skip = self.default_frame_skip if frame_skip is None else frame_skip
+        if not isinstance(frame_skip, int) or isinstance(frame_skip, bool) or frame_skip <= 0:
+            raise ValueError(f"frame_skip must be a positive int (MuJoCo steps of 0.01 s per env "
+                             f"step; Gymnasium's is {self.default_frame_skip}), got {frame_skip!r}")
+        self.frame_skip = frame_skip
         self._envs = require_mujoco()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(horizon={self.horizon}, frame_skip={self.frame_skip})"
 
     @property
     def observation_space(self) -> gym.spaces.Box:

@@ -185,7 +185,7 @@ class MetaHalfCheetahEnv(_TaskMixin, HalfCheetahEnv):
     _skip_positions = 1  # the torso's x
 
     def __init__(self, family: Any, task: Any):
-        HalfCheetahEnv.__init__(self)
+        HalfCheetahEnv.__init__(self, frame_skip=family.frame_skip)
         self._setup(family, task, 17)
 
     def _x_position(self) -> float:
@@ -207,7 +207,7 @@ class MetaAntEnv(_TaskMixin, AntEnv):
     _skip_positions = 2  # the torso's x and y
 
     def __init__(self, family: Any, task: Any):
-        AntEnv.__init__(self, include_cfrc_ext_in_observation=False)
+        AntEnv.__init__(self, frame_skip=family.frame_skip, include_cfrc_ext_in_observation=False)
         self._setup(family, task, 27)
         self._main_body_id = self.data.body(self._main_body).id
 

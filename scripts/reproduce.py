@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="markdown file the table is appended to")
     parser.add_argument("--fisher-fraction", type=float, default=None,
                         help="TRPO curvature subsample (default: the preset's, 0.2; 1 is exact)")
+    parser.add_argument("--frame-skip", type=int, default=None,
+                        help="MuJoCo targets: simulator steps of 0.01 s per env step (default: "
+                             "Gymnasium's, 5; the MAML paper's rllab envs used 1)")
     parser.add_argument("--later-lr-scale", type=float, default=None,
                         help="evaluation step size after the first step, relative to the first "
                              "(default: chosen per run on validation tasks; 0.5 is the MAML "
@@ -251,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.later_lr_scale is None and args.later_lr_decay != 1.0:
         parser.error("--later-lr-decay needs --later-lr-scale (without it both are chosen on "
                      "validation tasks)")
+    if args.frame_skip is not None:
+        if args.target == "navigation2d":
+            parser.error("--frame-skip is for the MuJoCo targets; navigation2d has no simulator")
+        if args.frame_skip < 1:
+            parser.error(f"--frame-skip must be positive, got {args.frame_skip}")
     if any(seed < 0 for seed in seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
 
@@ -270,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.fisher_fraction is not None and algo != "reptile":  # Reptile has no TRPO
                 data["fisher_fraction"] = args.fisher_fraction
                 suffix = f"-ff{args.fisher_fraction:g}"
+            if args.frame_skip is not None:
+                data["env_kwargs"] = {**(data.get("env_kwargs") or {}),
+                                      "frame_skip": args.frame_skip}
+                suffix += f"-fs{args.frame_skip}"
             config = TrainConfig.from_dict(data)
             out = Path(args.out) / f"{args.target}-{algo}-s{seed}{suffix}"
             state = train(config, out, console, args.keep_every)

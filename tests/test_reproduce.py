@@ -84,6 +84,19 @@ def test_negative_keep_every_is_refused_before_training(reproduce, tmp_path, cap
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("target, value, message", [
+    ("navigation2d", "1", "--frame-skip is for the MuJoCo targets"),
+    ("halfcheetahdir", "0", "--frame-skip must be positive, got 0"),
+])
+def test_bad_frame_skip_is_refused_before_training(reproduce, tmp_path, capsys, target, value,
+                                                   message):
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main([target, "--frame-skip", value, "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_ctrl_c_is_one_line_and_exit_130(reproduce, tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

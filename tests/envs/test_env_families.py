@@ -53,11 +53,15 @@ def _rollout(env, seed, actions):
     return out
 
 
-def test_half_cheetah_dynamics_at_unit_scales_is_gymnasium_half_cheetah():
+@pytest.mark.parametrize("frame_skip", [None, 1])
+def test_half_cheetah_dynamics_at_unit_scales_is_gymnasium_half_cheetah(frame_skip):
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-    ours = envs.make("HalfCheetahDynamics").make_env(envs.HalfCheetahDynamicsTask(1.0, 1.0))
-    theirs = HalfCheetahEnv()
+    kwargs = {} if frame_skip is None else {"frame_skip": frame_skip}
+    ours = envs.make("HalfCheetahDynamics", **kwargs).make_env(
+        envs.HalfCheetahDynamicsTask(1.0, 1.0))
+    theirs = HalfCheetahEnv(**kwargs)
+    assert ours.unwrapped.dt == theirs.dt == (0.05 if frame_skip is None else 0.01)
     actions = np.random.default_rng(0).uniform(-1, 1, (200, 6)).astype(np.float32)
     a, b = _rollout(ours, 3, actions), _rollout(theirs, 3, actions)
     assert len(a) == len(b) == 201
@@ -86,12 +90,15 @@ def test_half_cheetah_goal_rewards(name):
     assert reward == pytest.approx(forward - 0.05 * 6)
 
 
-def test_ant_dir_matches_gymnasium_ant_with_maml_weights():
+@pytest.mark.parametrize("frame_skip", [None, 2])
+def test_ant_dir_matches_gymnasium_ant_with_maml_weights(frame_skip):
     from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
-    ours = envs.make("AntDir").make_env(envs.AntDirTask(1))
+    kwargs = {} if frame_skip is None else {"frame_skip": frame_skip}
+    ours = envs.make("AntDir", **kwargs).make_env(envs.AntDirTask(1))
     theirs = AntEnv(ctrl_cost_weight=0.005, contact_cost_weight=5e-4, healthy_reward=0.05,
-                    include_cfrc_ext_in_observation=False)
+                    include_cfrc_ext_in_observation=False, **kwargs)
+    assert ours.unwrapped.dt == theirs.dt
     actions = np.random.default_rng(1).uniform(-1, 1, (60, 8)).astype(np.float32)
     a, b = _rollout(ours, 2, actions), _rollout(theirs, 2, actions)
     assert len(a) == len(b)
@@ -100,6 +107,20 @@ def test_ant_dir_matches_gymnasium_ant_with_maml_weights():
         # the MAML survive bonus is paid on every step; Gymnasium's only while healthy
         assert x[1] == pytest.approx(y[1] + (0.05 if y[2] else 0.0), abs=1e-6)
         assert x[2] == y[2]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "5"])
+def test_bad_frame_skip_names_the_value(value):
+    with pytest.raises(ValueError, match=rf"frame_skip must be a positive int.*got {value!r}"):
+        envs.make("HalfCheetahDir", frame_skip=value)
+
+
+def test_frame_skip_reaches_envs_made_by_name():
+    family = envs.make("HalfCheetahDir", frame_skip=1)
+    assert repr(family) == "HalfCheetahDir(horizon=200, frame_skip=1)"
+    env = gym.make(envs.gym_id("HalfCheetahDir"), frame_skip=1)
+    assert env.unwrapped.dt == pytest.approx(0.01) and env.unwrapped.family.frame_skip == 1
+    env.close()
 
 
 def test_ant_vel_reward_terms():
