@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         fixed = schedule(args.steps, args.later_lr_scale, args.later_lr_decay)
         sizes = f"Step sizes relative to the first: {fixed}"
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    section = (f"\n## {args.target}: {', '.join(NAMES[a] for a in algos)} "
+    timing = "" if args.frame_skip is None else f", frame_skip {args.frame_skip}"
+    section = (f"\n## {args.target}{timing}: {', '.join(NAMES[a] for a in algos)} "
                f"({datetime.date.today().isoformat()})\n\n"
                f"`{command}` on {machine()}. Returns on {args.tasks} held-out tasks after "
                f"0..{args.steps} adaptation steps, each on {batch}. {sizes}; ours are the mean "

@@ -84,6 +84,32 @@ def test_negative_keep_every_is_refused_before_training(reproduce, tmp_path, cap
     assert not any(tmp_path.iterdir())
 
 
+def test_frame_skip_reaches_the_run_and_its_table(reproduce, tmp_path, monkeypatch):
+    """--frame-skip trains with that time step (evaluation builds the env from the run's config)
+    in a run folder of its own, so a
+    Gymnasium-timed run of the same seed is never reused in its place."""
+    pytest.importorskip("mujoco")
+    preset = reproduce.load_yaml_config
+
+    def small(name):  # the shipped preset at a test's size
+        return {**preset(name), "meta_batch": 2, "episodes": 1}
+
+    monkeypatch.setattr(reproduce, "load_yaml_config", small)
+    threads = torch.get_num_threads()
+    results, runs = tmp_path / "results.md", tmp_path / "runs"
+    try:
+        assert reproduce.main(["halfcheetahdir", "--algos", "maml", "--seeds", "0",
+                               "--iterations", "1", "--frame-skip", "1", "--tasks", "2",
+                               "--episodes", "1", "--steps", "1", "--later-lr-scale", "1",
+                               "--out", str(runs), "--results", str(results)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert [p.name for p in runs.iterdir() if p.is_dir()] == ["halfcheetahdir-maml-s0-fs1"]
+    config = load_checkpoint(runs / "halfcheetahdir-maml-s0-fs1")["config"]
+    assert config["env_kwargs"] == {"horizon": 200, "frame_skip": 1}
+    assert "## halfcheetahdir, frame_skip 1: MAML" in results.read_text()
+
+
 @pytest.mark.parametrize("target, value, message", [
     ("navigation2d", "1", "--frame-skip is for the MuJoCo targets"),
     ("halfcheetahdir", "0", "--frame-skip must be positive, got 0"),
