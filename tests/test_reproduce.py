@@ -85,9 +85,9 @@ def test_negative_keep_every_is_refused_before_training(reproduce, tmp_path, cap
 
 
 def test_frame_skip_reaches_the_run_and_its_table(reproduce, tmp_path, monkeypatch):
-    """--frame-skip trains with that time step (evaluation builds the env from the run's config)
-    in a run folder of its own, so a
-    Gymnasium-timed run of the same seed is never reused in its place."""
+    """--frame-skip trains with that time step (evaluation builds the env from the run's
+    config), in a run folder of its own: a Gymnasium-timed run of the same seed is never reused
+    in its place."""
     pytest.importorskip("mujoco")
     preset = reproduce.load_yaml_config
 
