@@ -67,11 +67,8 @@ class MujocoFamily(TaskFamily):
 
     def __init__(self, horizon: int | None = None, frame_skip: int | None = None):
         super().__init__(horizon)
-        frame_skip = self.default_frame_skip if frame_skip is None else frame_skip
-        if not isinstance(frame_skip, int) or isinstance(frame_skip, bool) or frame_skip <= 0:
-            raise ValueError(f"frame_skip must be a positive int (MuJoCo steps of 0.01 s per env "
-                             f"step; Gymnasium's is {self.default_frame_skip}), got {frame_skip!r}")
-        self.frame_skip = frame_skip
+        self.frame_skip = self.check_count(
+            self.default_frame_skip if frame_skip is None else frame_skip, "frame_skip")
         self._envs = require_mujoco()
 
     def __repr__(self) -> str:
