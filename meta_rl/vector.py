@@ -15,7 +15,6 @@ the next ``reset``; it reports its final observation, reward 0 and the flag that
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import traceback
@@ -109,8 +108,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
     def __init__(self, family: TaskFamily, num_workers: int | None = None):
         if num_workers is None:
             num_workers = os.cpu_count() or 1
-        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers <= 0:
-            raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
+        TaskFamily.check_count(num_workers, "num_workers")
         self.family = family
         self.num_workers = num_workers
         self.single_observation_space = family.observation_space
@@ -121,6 +119,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self._conns: list = []
         self._slices: list[slice] = []
         self._closed = False
+        self._failed = ""  # why a worker failed; the env is unusable after it
 
     def _start(self, workers: int) -> None:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -137,30 +136,52 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
     def _call(self, messages: list[tuple[str, Any]]) -> list[Any]:
         """Run ``messages[0]`` here and ``messages[k]`` in worker ``k - 1``, all at once; their
-        results in order. When this process's part fails, the workers' replies are still read,
-        so that the pipes stay in step for the next call. (Ctrl-C is not such a failure: the
-        workers stop on it too, and the ``KeyboardInterrupt`` goes to the caller as it is.)"""
-        remote = list(zip(self._conns, messages[1:]))
-        for conn, msg in remote:
-            conn.send(msg)
+        results in order. Every worker's reply is read even when another part fails, so the
+        pipes stay in step; a failure here (or Ctrl-C, which stops the workers too) reaches the
+        caller as it is. A worker that fails or dies has exited, so after it every call is
+        refused with the reason, instead of hitting a broken pipe."""
+        self._check_usable()
+        sent = [self._send(conn, msg) for conn, msg in zip(self._conns, messages[1:])]
         try:
             out = [self._local.handle(*messages[0])]
-        except Exception:
-            with contextlib.suppress(EOFError, OSError):
-                for conn, _ in remote:
-                    conn.recv()
-            raise
-        replies = [conn.recv() for conn, _ in remote]
-        for status, value in replies:
-            if status == "error":
-                raise RuntimeError(f"a {self.family.name} worker failed: {value}")
-            out.append(value)
-        return out
+        finally:
+            replies = [self._receive(conn) if conn else ("error", "it had exited")
+                       for conn in sent]
+            failures = [f"worker {k} failed: {value}"
+                        for k, (status, value) in enumerate(replies) if status == "error"]
+            if failures:
+                self._failed = failures[0]
+        if failures:
+            raise RuntimeError(f"a {self.family.name} {failures[0]}")
+        return out + [value for _, value in replies]
+
+    @staticmethod
+    def _send(conn, msg):
+        """``conn`` if the message went through, else None (the worker had exited)."""
+        try:
+            conn.send(msg)
+            return conn
+        except OSError:
+            return None
+
+    @staticmethod
+    def _receive(conn) -> tuple[str, Any]:
+        """A worker's reply; a closed pipe (the worker died, e.g. killed) as its error."""
+        try:
+            return conn.recv()
+        except (EOFError, OSError) as exc:
+            return "error", f"it exited without replying ({type(exc).__name__})"
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RuntimeError("TaskVectorEnv is closed")
+        if self._failed:
+            raise RuntimeError(f"this TaskVectorEnv is unusable: a {self.family.name} "
+                               f"{self._failed.splitlines()[0]}; close it and make a new one")
 
     def set_tasks(self, tasks: list) -> None:
         """Give sub-env ``i`` the task ``tasks[i]`` (envs are reused; tasks switched in place)."""
-        if self._closed:
-            raise RuntimeError("TaskVectorEnv is closed")
+        self._check_usable()
         tasks = [self.family.check_task(t) for t in tasks]
         n = TaskFamily.check_count(len(tasks), "number of tasks")
         steppers = min(self.num_workers, n)

@@ -207,3 +207,45 @@ def test_ctrl_c_in_the_main_process_slice_reaches_the_caller_as_such():
     finally:
         vec.close()
     assert not any(proc.is_alive() for proc in vec._procs)
+
+
+def test_a_failing_worker_is_reported_and_the_env_refuses_later_calls():
+    """The bad task is in worker 0's slice; worker 1's reply is still read, and since worker 0
+    has exited, the next call names the failure instead of hitting a broken pipe."""
+    from meta_rl.vector import TaskVectorEnv
+
+    family = _FailsOnStep(horizon=5)
+    tasks = family.sample_tasks(6, seed=0)
+    family.bad = tasks[2]
+    vec = TaskVectorEnv(family, num_workers=3)  # slices [0, 2), [2, 4), [4, 6)
+    try:
+        vec.set_tasks(tasks)
+        vec.reset(seed=0)
+        with pytest.raises(RuntimeError, match="worker 0 failed: RuntimeError: env blew up"):
+            vec.step(torch.zeros(6, 2).numpy())
+        assert not vec._conns[1].poll()  # nothing left unread in the healthy worker's pipe
+        with pytest.raises(RuntimeError, match="unusable.*worker 0 failed.*make a new one"):
+            vec.reset(seed=0)
+    finally:
+        vec.close()
+    assert not any(proc.is_alive() for proc in vec._procs)
+
+
+def test_a_killed_worker_is_reported_and_the_others_stay_in_step():
+    from meta_rl.vector import TaskVectorEnv
+
+    family = envs.make("Navigation2D", horizon=5)
+    tasks = family.sample_tasks(6, seed=0)
+    vec = TaskVectorEnv(family, num_workers=3)
+    try:
+        vec.set_tasks(tasks)
+        vec.reset(seed=0)
+        vec._procs[0].kill()
+        vec._procs[0].join()
+        with pytest.raises(RuntimeError, match="worker 0 failed: it had exited"):
+            vec.step(torch.zeros(6, 2).numpy())
+        assert not vec._conns[1].poll()
+        with pytest.raises(RuntimeError, match="unusable"):
+            vec.set_tasks(tasks)
+    finally:
+        vec.close()
