@@ -99,9 +99,7 @@ class TaskFamily(ABC):
 
     def __init__(self, horizon: int | None = None):
         horizon = self.default_horizon if horizon is None else horizon
-        if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon <= 0:
-            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
-        self.horizon = horizon
+        self.horizon = self.check_count(horizon, "horizon")
 
     # -- the contract -------------------------------------------------------------------------
     @property
@@ -180,7 +178,7 @@ class TaskFamily(ABC):
 
     @staticmethod
     def check_count(n: Any, what: str = "n") -> int:
-        """Validate a positive task/env count."""
+        """Validate a positive int: a count of tasks or envs, a horizon, a frame skip."""
         if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
             raise ValueError(f"{what} must be a positive int, got {n!r}")
         return n
