@@ -95,7 +95,8 @@ _TRAIN_FLAGS = {
     "seed": "seed", "device": "device", "first_order": "first_order", "horizon": None,
     "threads": "threads", "num_workers": "num_workers", "checkpoint_every": "checkpoint_every",
     "keep_every": "keep_every",
-    "fisher_fraction": "fisher_fraction", "batch_unit": "batch_unit",
+    "fisher_fraction": "fisher_fraction", "batch_unit": "batch_unit", "gamma": "gamma",
+    "gae_lambda": "gae_lambda",
 }
 
 
@@ -305,6 +306,7 @@ def _number(kind: type, ok, what: str):
 _positive_int = _number(int, lambda v: v > 0, "a positive integer")
 _nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
+_unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -346,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-kl", type=_positive_float, help="TRPO trust region")
     p.add_argument("--fisher-fraction", type=_positive_float,
                    help="TRPO: fraction of time steps for curvature products, in (0, 1] (default 0.2; 1 is exact)")
+    p.add_argument("--gamma", type=_unit_float, help="discount factor (default 0.99)")
+    p.add_argument("--gae-lambda", type=_unit_float,
+                   help="GAE lambda of the advantages (default 1: return minus baseline, the "
+                        "MAML paper's)")
     p.add_argument("--first-order", action=argparse.BooleanOptionalAction, default=None,
                    help="first-order MAML (--no-first-order undoes a preset's)")
     p.add_argument("--hidden", type=_hidden, help="hidden sizes, e.g. 100,100")

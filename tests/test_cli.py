@@ -59,6 +59,8 @@ BAD_TRAIN = {
     "outer that does not fit": (["--algo", "reptile", "--outer", "trpo"], "does not fit algo"),
     "missing yaml": (["--config", "nowhere.yaml"], "does not exist"),
     "unknown batch unit": (["--batch-unit", "frames"], "invalid choice: 'frames'"),
+    "lambda above 1": (["--gae-lambda", "1.5"], "--gae-lambda: must be a number in [0, 1]"),
+    "negative discount": (["--gamma", "-0.1"], "--gamma: must be a number in [0, 1]"),
 }
 
 
@@ -193,11 +195,12 @@ def test_presets_are_valid_configs():
 def test_flags_override_preset(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--preset", "navigation2d-metasgd", "--iterations", "1", *TINY,
-                 "--out", str(out)]) == 0
+                 "--gamma", "0.95", "--gae-lambda", "0.9", "--out", str(out)]) == 0
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["algo"] == "metasgd" and saved["iterations"] == 1 and saved["meta_batch"] == 3
+    assert saved["gamma"] == 0.95 and saved["gae_lambda"] == 0.9
     assert saved["max_kl"] == 0.01 and saved["env_kwargs"] == {"horizon": 10}
 
 
