@@ -4,13 +4,16 @@
     python scripts/reproduce.py navigation2d --algos maml --seeds 0 --iterations 100
     python scripts/reproduce.py halfcheetahdir --algos maml --seeds 0 --iterations 20
     python scripts/reproduce.py halfcheetahdir --algos maml --seeds 0 --iterations 500 --keep-every 20
+    python scripts/reproduce.py navigation2d --algos maml --iterations 200 --inner-lr 0.5 --gae-lambda 0.9
 
 For each algorithm and seed it trains the shipped preset ``<target>-<algo>`` (the MAML paper's
 settings) into ``--out/<target>-<algo>-s<seed>`` (an existing complete run is reused, an
 interrupted or shorter one resumed; ``--keep-every`` also keeps earlier models), evaluates it
 with the MAML paper's protocol, and appends a table to ``docs/results.md``: the mean over seeds
 +- their standard deviation after each step, every seed's own figures, the training wall time
-per seed, the hardware and the exact command, beside the papers' numbers.
+per seed, the hardware and the exact command, beside the papers' numbers. ``--inner-lr``,
+``--gae-lambda``, ``--fisher-fraction`` and ``--frame-skip`` change one setting of the preset;
+such runs get folders of their own, and the table's heading names the change.
 
 The protocol: 40 held-out tasks, 0-3 adaptation steps, each on a batch of 40 x horizon env steps
 of whole episodes (the authors' test script samples ``batch_size=4000`` env steps per step; the
@@ -65,6 +68,9 @@ LR_GRID = tuple((s, d) for s in (1.0, 0.5, 0.35, 0.25) for d in (1.0, 0.5))
 #: run's seed itself, so the two sets are drawn from different seeds)
 VALIDATION_SEED = 1000
 ALGOS = ("maml", "metasgd", "reptile")
+#: training settings that a flag of the same name changes from the preset, with the tag that
+#: marks such a run's folder (so a run of the preset's settings is never reused in its place)
+SETTINGS = {"inner_lr": "lr", "gae_lambda": "lam"}
 NAMES = {"maml": "MAML", "metasgd": "Meta-SGD", "reptile": "Reptile"}
 
 
@@ -203,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="markdown file the table is appended to")
     parser.add_argument("--fisher-fraction", type=float, default=None,
                         help="TRPO curvature subsample (default: the preset's, 0.2; 1 is exact)")
+    parser.add_argument("--inner-lr", type=float, default=None,
+                        help="inner step size of training and of evaluation's first step "
+                             "(default: the preset's, 0.1, the MAML paper's text; the authors' "
+                             "Navigation2D code used 0.5)")
+    parser.add_argument("--gae-lambda", type=float, default=None,
+                        help="GAE lambda of every advantage, in [0, 1] (default: the preset's, "
+                             "1, the MAML paper's return minus baseline)")
     parser.add_argument("--frame-skip", type=int, default=None,
                         help="MuJoCo targets: simulator steps of 0.01 s per env step (default: "
                              "Gymnasium's, 5; the MAML paper's rllab envs used 1)")
@@ -259,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--frame-skip is for the MuJoCo targets; navigation2d has no simulator")
         if args.frame_skip < 1:
             parser.error(f"--frame-skip must be positive, got {args.frame_skip}")
+    if args.inner_lr is not None and not 0 < args.inner_lr < float("inf"):
+        parser.error(f"--inner-lr must be a positive number, got {args.inner_lr:g}")
+    if args.gae_lambda is not None and not 0 <= args.gae_lambda <= 1:
+        parser.error(f"--gae-lambda must be in [0, 1], got {args.gae_lambda:g}")
     if any(seed < 0 for seed in seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
 
@@ -278,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.fisher_fraction is not None and algo != "reptile":  # Reptile has no TRPO
                 data["fisher_fraction"] = args.fisher_fraction
                 suffix = f"-ff{args.fisher_fraction:g}"
+            for key, tag in SETTINGS.items():
+                if getattr(args, key) is not None:
+                    data[key] = getattr(args, key)
+                    suffix += f"-{tag}{getattr(args, key):g}"
             if args.frame_skip is not None:
                 data["env_kwargs"] = {**(data.get("env_kwargs") or {}),
                                       "frame_skip": args.frame_skip}
@@ -316,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         fixed = schedule(args.steps, args.later_lr_scale, args.later_lr_decay)
         sizes = f"Step sizes relative to the first: {fixed}"
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    timing = "" if args.frame_skip is None else f", frame_skip {args.frame_skip}"
-    section = (f"\n## {args.target}{timing}: {', '.join(NAMES[a] for a in algos)} "
+    changed = "".join(f", {key} {getattr(args, key):g}" for key in (*SETTINGS, "frame_skip")
+                      if getattr(args, key) is not None)
+    section = (f"\n## {args.target}{changed}: {', '.join(NAMES[a] for a in algos)} "
                f"({datetime.date.today().isoformat()})\n\n"
                f"`{command}` on {machine()}. Returns on {args.tasks} held-out tasks after "
                f"0..{args.steps} adaptation steps, each on {batch}. {sizes}; ours are the mean "

@@ -110,14 +110,36 @@ def test_frame_skip_reaches_the_run_and_its_table(reproduce, tmp_path, monkeypat
     assert "## halfcheetahdir, frame_skip 1: MAML" in results.read_text()
 
 
-@pytest.mark.parametrize("target, value, message", [
-    ("navigation2d", "1", "--frame-skip is for the MuJoCo targets"),
-    ("halfcheetahdir", "0", "--frame-skip must be positive, got 0"),
+def test_changed_settings_reach_the_run_and_its_table(reproduce, tmp_path):
+    """--inner-lr and --gae-lambda train with those values, in a run folder of their own (a run
+    of the preset's settings is never reused in its place), and the table's heading names them."""
+    threads = torch.get_num_threads()
+    results, runs = tmp_path / "results.md", tmp_path / "runs"
+    try:
+        assert reproduce.main(["navigation2d", "--algos", "maml", "--seeds", "0",
+                               "--iterations", "1", "--inner-lr", "0.5", "--gae-lambda", "0.95",
+                               "--tasks", "2",
+                               "--episodes", "1", "--steps", "1", "--later-lr-scale", "1",
+                               "--out", str(runs), "--results", str(results)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    folder = "navigation2d-maml-s0-lr0.5-lam0.95"
+    assert [p.name for p in runs.iterdir() if p.is_dir()] == [folder]
+    config = load_checkpoint(runs / folder)["config"]
+    assert (config["inner_lr"], config["gae_lambda"]) == (0.5, 0.95)
+    assert "## navigation2d, inner_lr 0.5, gae_lambda 0.95: MAML" in results.read_text()
+
+
+@pytest.mark.parametrize("target, flag, value, message", [
+    ("navigation2d", "--gae-lambda", "1.5", "--gae-lambda must be in [0, 1], got 1.5"),
+    ("navigation2d", "--inner-lr", "0", "--inner-lr must be a positive number, got 0"),
+    ("navigation2d", "--frame-skip", "1", "--frame-skip is for the MuJoCo targets"),
+    ("halfcheetahdir", "--frame-skip", "0", "--frame-skip must be positive, got 0"),
 ])
-def test_bad_frame_skip_is_refused_before_training(reproduce, tmp_path, capsys, target, value,
-                                                   message):
+def test_bad_setting_is_refused_before_training(reproduce, tmp_path, capsys, target, flag, value,
+                                                message):
     with pytest.raises(SystemExit) as exc:
-        reproduce.main([target, "--frame-skip", value, "--out", str(tmp_path)])
+        reproduce.main([target, flag, value, "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
