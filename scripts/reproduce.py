@@ -62,8 +62,11 @@ PAPER = {
 }
 TARGETS = ("navigation2d", "halfcheetahdir", "halfcheetahvel", "antdir")
 #: (later_lr_scale, later_lr_decay) schedules tried on validation tasks: the constant step, the
-#: paper's halving, and smaller or decaying later steps
-LR_GRID = tuple((s, d) for s in (1.0, 0.5, 0.35, 0.25) for d in (1.0, 0.5))
+#: paper's halving, and smaller or decaying later steps, down a ladder of factors of about 1/sqrt(2)
+#: from 0.5 to 0.06, so that a larger first step (``--inner-lr 0.5``) still has later steps as
+#: small as 0.35 x 0.1
+LR_GRID = tuple((s, d) for s in (1.0, 0.5, 0.35, 0.25, 0.18, 0.125, 0.09, 0.06)
+                for d in (1.0, 0.5))
 #: evaluation seed of a run's validation tasks, plus the run's seed (reported tasks use the
 #: run's seed itself, so the two sets are drawn from different seeds)
 VALIDATION_SEED = 1000
