@@ -12,8 +12,8 @@ interrupted or shorter one resumed; ``--keep-every`` also keeps earlier models),
 with the MAML paper's protocol, and appends a table to ``docs/results.md``: the mean over seeds
 +- their standard deviation after each step, every seed's own figures, the training wall time
 per seed, the hardware and the exact command, beside the papers' numbers. ``--inner-lr``,
-``--gae-lambda``, ``--fisher-fraction`` and ``--frame-skip`` change one setting of the preset;
-such runs get folders of their own, and the table's heading names the change.
+``--gae-lambda``, ``--fisher-fraction`` and ``--frame-skip`` each change one setting of the
+preset; such runs get folders of their own, and the table's heading names the changes.
 
 The protocol: 40 held-out tasks, 0-3 adaptation steps, each on a batch of 40 x horizon env steps
 of whole episodes (the authors' test script samples ``batch_size=4000`` env steps per step; the
@@ -73,7 +73,7 @@ VALIDATION_SEED = 1000
 ALGOS = ("maml", "metasgd", "reptile")
 #: training settings that a flag of the same name changes from the preset, with the tag that
 #: marks such a run's folder (so a run of the preset's settings is never reused in its place)
-SETTINGS = {"inner_lr": "lr", "gae_lambda": "lam"}
+SETTINGS = {"fisher_fraction": "ff", "inner_lr": "lr", "gae_lambda": "lam"}
 NAMES = {"maml": "MAML", "metasgd": "Meta-SGD", "reptile": "Reptile"}
 
 
@@ -155,6 +155,12 @@ def shared_schedule(runs: list[dict], steps: int) -> str:
     return schedule(steps, *chosen.pop()) if len(chosen) == 1 else "per seed"
 
 
+def number(value: float) -> str:
+    """``value`` as short as it stays exact: ``0.5``, ``1``, ``1e-05``, ``0.1000001``."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def fmt(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -213,9 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fisher-fraction", type=float, default=None,
                         help="TRPO curvature subsample (default: the preset's, 0.2; 1 is exact)")
     parser.add_argument("--inner-lr", type=float, default=None,
-                        help="inner step size of training and of evaluation's first step "
-                             "(default: the preset's, 0.1, the MAML paper's text; the authors' "
-                             "Navigation2D code used 0.5)")
+                        help="inner step size of training and of evaluation's first step; "
+                             "Meta-SGD: the initial value of its learned rates (default: the "
+                             "preset's, 0.1, the MAML paper's text; the authors' Navigation2D "
+                             "code used 0.5)")
     parser.add_argument("--gae-lambda", type=float, default=None,
                         help="GAE lambda of every advantage, in [0, 1] (default: the preset's, "
                              "1, the MAML paper's return minus baseline)")
@@ -275,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--frame-skip is for the MuJoCo targets; navigation2d has no simulator")
         if args.frame_skip < 1:
             parser.error(f"--frame-skip must be positive, got {args.frame_skip}")
+    if args.fisher_fraction is not None and not 0 < args.fisher_fraction <= 1:
+        parser.error(f"--fisher-fraction must be in (0, 1], got {args.fisher_fraction:g}")
     if args.inner_lr is not None and not 0 < args.inner_lr < float("inf"):
         parser.error(f"--inner-lr must be a positive number, got {args.inner_lr:g}")
     if args.gae_lambda is not None and not 0 <= args.gae_lambda <= 1:
@@ -295,13 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.keep_every is not None:
                 data["keep_every"] = args.keep_every
             suffix = ""
-            if args.fisher_fraction is not None and algo != "reptile":  # Reptile has no TRPO
-                data["fisher_fraction"] = args.fisher_fraction
-                suffix = f"-ff{args.fisher_fraction:g}"
-            for key, tag in SETTINGS.items():
-                if getattr(args, key) is not None:
-                    data[key] = getattr(args, key)
-                    suffix += f"-{tag}{getattr(args, key):g}"
+            for key, tag in SETTINGS.items():  # Reptile has no TRPO, so no fisher_fraction
+                value = getattr(args, key)
+                if value is not None and not (key == "fisher_fraction" and algo == "reptile"):
+                    data[key] = value
+                    suffix += f"-{tag}{number(value)}"
             if args.frame_skip is not None:
                 data["env_kwargs"] = {**(data.get("env_kwargs") or {}),
                                       "frame_skip": args.frame_skip}
@@ -340,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         fixed = schedule(args.steps, args.later_lr_scale, args.later_lr_decay)
         sizes = f"Step sizes relative to the first: {fixed}"
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    changed = "".join(f", {key} {getattr(args, key):g}" for key in (*SETTINGS, "frame_skip")
-                      if getattr(args, key) is not None)
+    changed = "".join(f", {key} {number(getattr(args, key))}"
+                      for key in (*SETTINGS, "frame_skip") if getattr(args, key) is not None)
     section = (f"\n## {args.target}{changed}: {', '.join(NAMES[a] for a in algos)} "
                f"({datetime.date.today().isoformat()})\n\n"
                f"`{command}` on {machine()}. Returns on {args.tasks} held-out tasks after "

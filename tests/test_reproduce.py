@@ -112,28 +112,38 @@ def test_frame_skip_reaches_the_run_and_its_table(reproduce, tmp_path, monkeypat
 
 
 def test_changed_settings_reach_the_run_and_its_table(reproduce, tmp_path):
-    """--inner-lr and --gae-lambda train with those values, in a run folder of their own (a run
-    of the preset's settings is never reused in its place), and the table's heading names them."""
+    """--fisher-fraction, --inner-lr and --gae-lambda train with those values, in a run folder
+    of their own (a run of the preset's settings is never reused in its place), and the table's
+    heading names them."""
     threads = torch.get_num_threads()
     results, runs = tmp_path / "results.md", tmp_path / "runs"
     try:
         assert reproduce.main(["navigation2d", "--algos", "maml", "--seeds", "0",
                                "--iterations", "1", "--inner-lr", "0.5", "--gae-lambda", "0.95",
-                               "--tasks", "2",
+                               "--fisher-fraction", "1", "--tasks", "2",
                                "--episodes", "1", "--steps", "1", "--later-lr-scale", "1",
                                "--out", str(runs), "--results", str(results)]) == 0
     finally:
         torch.set_num_threads(threads)
-    folder = "navigation2d-maml-s0-lr0.5-lam0.95"
+    folder = "navigation2d-maml-s0-ff1-lr0.5-lam0.95"
     assert [p.name for p in runs.iterdir() if p.is_dir()] == [folder]
     config = load_checkpoint(runs / folder)["config"]
-    assert (config["inner_lr"], config["gae_lambda"]) == (0.5, 0.95)
-    assert "## navigation2d, inner_lr 0.5, gae_lambda 0.95: MAML" in results.read_text()
+    assert (config["fisher_fraction"], config["inner_lr"], config["gae_lambda"]) == (1, 0.5, 0.95)
+    heading = "## navigation2d, fisher_fraction 1, inner_lr 0.5, gae_lambda 0.95: MAML"
+    assert heading in results.read_text()
+
+
+@pytest.mark.parametrize("value, text", [(0.5, "0.5"), (1.0, "1"), (1e-05, "1e-05"),
+                                         (0.1000001, "0.1000001")])
+def test_a_setting_is_named_exactly_and_briefly(reproduce, value, text):
+    assert reproduce.number(value) == text
 
 
 @pytest.mark.parametrize("target, flag, value, message", [
     ("navigation2d", "--gae-lambda", "1.5", "--gae-lambda must be in [0, 1], got 1.5"),
     ("navigation2d", "--inner-lr", "0", "--inner-lr must be a positive number, got 0"),
+    ("navigation2d", "--inner-lr", "nan", "--inner-lr must be a positive number, got nan"),
+    ("navigation2d", "--fisher-fraction", "2", "--fisher-fraction must be in (0, 1], got 2"),
     ("navigation2d", "--frame-skip", "1", "--frame-skip is for the MuJoCo targets"),
     ("halfcheetahdir", "--frame-skip", "0", "--frame-skip must be positive, got 0"),
 ])
