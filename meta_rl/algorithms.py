@@ -142,8 +142,8 @@ class MetaLearner:
     def _inner_kl(self, adaptation: Adaptation) -> float:
         """Mean KL between the initial and adapted policies on the first inner step's states."""
         ep = adaptation.episodes[0]
-        before = self.policy.dist(detach(self.params), ep.obs)
-        after = self.policy.dist(detach(adaptation.params), ep.obs)
+        before = self.policy.dist(detach(self.params), ep.obs, ep.mask)
+        after = self.policy.dist(detach(adaptation.params), ep.obs, ep.mask)
         kl = self.policy.kl(before, after)
         return float((kl * ep.mask).sum() / ep.mask.sum().clamp_min(1))
 

@@ -54,7 +54,7 @@ class Adaptation(NamedTuple):
 
 def inner_loss(policy: Policy, params: Params, episodes: Episodes, advantages: Tensor) -> Tensor:
     """Per-task REINFORCE loss ``[T]``: minus the mean over valid steps of ``log pi * A``."""
-    d = policy.dist(params, episodes.obs)
+    d = policy.dist(params, episodes.obs, episodes.mask)
     logp = policy.log_prob(d, episodes.actions)
     mask = episodes.mask
     return -(logp * advantages * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)

@@ -116,13 +116,14 @@ class MetaObjective:
         self.policy, self.meta, self.adapted, self.readapt = policy, meta, adapted, readapt
         self.valid, self.adv = valid, valid_adv
         self.weights = state_weights(valid.mask)
-        self.dist = policy.dist(adapted, valid.obs)  # with its graph to meta (when it has one)
+        # with its graph to meta (when it has one)
+        self.dist = policy.dist(adapted, valid.obs, valid.mask)
         self.old = Dist(*(None if t is None else t.detach() for t in self.dist))
         with torch.no_grad():
             self.old_logp = policy.log_prob(self.old, valid.actions)
 
     def loss_kl(self, params) -> tuple[Tensor, Tensor]:
-        return self._loss_kl(self.policy.dist(params, self.valid.obs))
+        return self._loss_kl(self.policy.dist(params, self.valid.obs, self.valid.mask))
 
     def _loss_kl(self, d: Dist) -> tuple[Tensor, Tensor]:
         ratio = torch.exp(self.policy.log_prob(d, self.valid.actions) - self.old_logp)
@@ -169,7 +170,7 @@ class MetaObjective:
             weights = state_weights(valid.mask)
             sub = self.readapt(self.meta, fraction, True)
             adapted = {k: self.adapted[k].detach() + (v - v.detach()) for k, v in sub.items()}
-            d = self.policy.dist(adapted, valid.obs)
+            d = self.policy.dist(adapted, valid.obs, valid.mask)
         outputs = [t for t in d if t is not None]
         old = Dist(*(None if t is None else t.detach() for t in d))
         dummies = [torch.zeros_like(t, requires_grad=True) for t in outputs]

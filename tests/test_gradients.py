@@ -224,3 +224,48 @@ def test_curvature_subsample_is_evenly_spaced_steps_of_every_episode():
         assert torch.equal(got, full[:, :, index])
     assert torch.equal(sub.advantages[0], advs[0][:, :, index])
     assert subsample_adaptation(data, 1.0).episodes[0] is eps[0]
+
+
+def padded(ep, adv, rows: int):
+    """``ep`` and ``adv`` with ``rows`` all-padding rows per task (mask 0), as a "steps" batch
+    pads tasks that hold fewer episodes than the fullest one."""
+    def pad(x):
+        return torch.cat([x, x.new_zeros((x.shape[0], rows, *x.shape[2:]))], 1)
+    return type(ep)(*(pad(x) for x in ep)), pad(adv)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_padding_rows_change_no_meta_gradient_or_curvature_product(discrete):
+    """With 3x as many padding rows as episodes, the policy skips the padding (the mask makes
+    :meth:`~meta_rl.policies.MLPPolicy.dist` pack the steps); the inner step, the surrogate, its
+    meta-gradient and the curvature products are those of the unpadded batch."""
+    policy, params, eps, advs = make_problem(1, discrete)
+    names = list(params)
+    results = []
+    for extra in (0, 3 * E):
+        pairs = [padded(ep, adv, extra) for ep, adv in zip(eps, advs)]
+        data = Adaptation(None, [pairs[0][0]], [pairs[0][1]])
+        meta = [v.clone().requires_grad_() for v in params.values()]
+
+        def re(values, fraction=None, graph=False):
+            d = data if fraction is None else subsample_adaptation(data, fraction)
+            return readapt(policy, dict(zip(names, values)), d, 0.3, first_order=not graph)
+
+        rows = []
+        body = policy.body
+        policy.body = lambda x: rows.append(x.shape[:-1].numel()) or body(x)
+        try:
+            obj = MetaObjective(policy, meta, re(meta, graph=True), re, *pairs[1])
+            surrogate = obj.surrogate()
+            grad = flat(torch.autograd.grad(surrogate, meta, retain_graph=True))
+            v = torch.randn(grad.numel(), generator=torch.Generator().manual_seed(1),
+                            dtype=torch.float64)
+            hvp = obj.fisher_hvp(1.0, 0.0)(v)
+        finally:
+            policy.body = body
+        results.append((surrogate.detach(), grad, hvp, max(rows)))
+    (s0, g0, h0, _), (s1, g1, h1, rows) = results
+    torch.testing.assert_close(s1, s0)
+    torch.testing.assert_close(g1, g0)
+    torch.testing.assert_close(h1, h0, rtol=1e-6, atol=1e-9)
+    assert rows <= T * E * H  # no forward pass ran over the padding rows

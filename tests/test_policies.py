@@ -136,3 +136,41 @@ def test_unbounded_box_leaves_the_gaussian_in_env_units():
     obs = torch.randn(4, 3)
     torch.testing.assert_close(policy.dist(params, obs).loc, plain.dist(params, obs).loc)
     torch.testing.assert_close(policy.dist(params, obs).log_std, plain.log_std.detach())
+
+
+def sparse_mask(T=3, E=6, H=5, seed=0):
+    """Episodes of 0..3 steps (then padding), as a "steps" batch with short episodes gives."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, 4, (T, E), generator=g)
+    return (torch.arange(H) < lengths.unsqueeze(-1)).float()
+
+
+@pytest.mark.parametrize("cls,out", [(GaussianMLPPolicy, 2), (CategoricalMLPPolicy, 3)])
+def test_a_mask_skips_padding_and_keeps_every_step_and_gradient(cls, out):
+    policy = cls(4, out, hidden=(8, 8))
+    params = perturbed(policy.init_params(torch.Generator().manual_seed(0)), T=3)
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    obs, mask = torch.randn(3, 6, 5, 4), sparse_mask()
+    seen = []
+    body = policy.body
+    policy.body = lambda x: seen.append(x.shape[:-1].numel()) or body(x)
+    packed = policy.dist(params, obs, mask)
+    full = policy.dist(params, obs)
+    # the MLP ran on each task's steps only (as many rows as the fullest task), not the padding
+    assert seen[0] == 3 * int(mask.flatten(1).sum(1).max()) < seen[1] == obs.shape[:-1].numel()
+    on = mask.bool()
+    torch.testing.assert_close(packed.loc[on], full.loc[on])
+    weights = torch.randn(3, 6, 5)
+    mlp = [v for k, v in params.items() if k != "log_std"]
+    grads = [torch.autograd.grad((d.loc.sum(-1) * weights * mask).sum(), mlp)
+             for d in (packed, full)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_mask_that_is_mostly_full_takes_the_plain_path():
+    policy = GaussianMLPPolicy(4, 2, hidden=(8,))
+    obs, mask = torch.randn(2, 3, 5, 4), torch.ones(2, 3, 5)
+    mask[0, 0, 3:] = 0
+    torch.testing.assert_close(policy.dist(policy.init_params(), obs, mask).loc,
+                               policy.dist(policy.init_params(), obs).loc, rtol=0, atol=0)
