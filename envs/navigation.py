@@ -40,7 +40,9 @@ class Navigation2D(TaskFamily):
     ``pos' = pos + clip(action, -0.1, 0.1)``; ``reward = -||pos' - goal||_2``.
 
     ## Episode end
-    Starts at ``(0, 0)`` (no randomness). Terminates when ``||pos' - goal|| < 0.01``; truncated
+    Starts at ``(0, 0)`` (no randomness). Terminates when both coordinates are within 0.01 of
+    the goal's, ``|x' - goal_x| < 0.01`` and ``|y' - goal_y| < 0.01`` (a square, as in the MAML
+    authors' ``PointEnvRandGoal``, not a disc of radius 0.01); truncated
     after ``horizon`` steps (default 100) when not terminated.
     """
 
@@ -53,8 +55,8 @@ class Navigation2D(TaskFamily):
     max_step: ClassVar[float] = 0.1
     #: half-width of the goal box
     goal_range: ClassVar[float] = 0.5
-    #: distance to the goal that ends an episode
-    goal_radius: ClassVar[float] = 0.01
+    #: how close to the goal, in each coordinate, ends an episode
+    goal_tolerance: ClassVar[float] = 0.01
 
     @property
     def observation_space(self) -> gym.spaces.Box:
@@ -87,7 +89,7 @@ class NavigationBatched(BatchedEnv):
         device: torch.device,
     ):
         super().__init__(family, tasks, envs_per_task, device)
-        self._max_step, self._radius = family.max_step, family.goal_radius
+        self._max_step, self._tolerance = family.max_step, family.goal_tolerance
         goals = [[task.goal_x, task.goal_y] for task in tasks]
         self.goals = torch.tensor(goals, dtype=torch.float32, device=device).view(-1, 1, 2)
         self._action_shape = (self.num_tasks, envs_per_task, 2)
@@ -110,5 +112,5 @@ class NavigationBatched(BatchedEnv):
         diff = pos - self.goals
         dist = torch.hypot(diff[..., 0], diff[..., 1])
         self._steps += 1
-        terminated = dist < self._radius
+        terminated = (diff.abs() < self._tolerance).all(-1)
         return pos.clone(), dist.neg_(), terminated, truncation(terminated, self._steps, self.horizon)

@@ -34,6 +34,19 @@ def test_terminates_at_goal_and_truncates_at_horizon():
     assert not terminated.any() and truncated.all()
 
 
+
+def test_the_goal_is_a_square_of_half_width_0_01_as_in_the_authors_env():
+    """The MAML authors' PointEnvRandGoal ends an episode when |dx| < 0.01 and |dy| < 0.01: a
+    corner of that square (0.0099, 0.0099) away, 0.014 by distance, ends it; 0.0101 along one
+    axis does not."""
+    family = envs.make("Navigation2D")
+    goals = [NavigationTask(0.0599, 0.0599), NavigationTask(0.0601, 0.05), NavigationTask(0.05, 0.0)]
+    env = family.make_batched(goals, 1)
+    env.reset()
+    _, reward, terminated, _ = env.step(torch.tensor([[[0.05, 0.05]], [[0.05, 0.05]], [[0.05, 0.0]]]))
+    assert terminated.tolist() == [[True], [False], [True]]
+    assert float(-reward[0, 0]) > 0.01  # outside the disc of radius 0.01, inside the square
+
 def test_gym_view_matches_batched_copy():
     family = envs.make("Navigation2D")
     task = family.sample_tasks(1, seed=3)[0]

@@ -61,7 +61,7 @@ def test_builtin_names_are_registered_with_gymnasium():
 def test_make_passes_kwargs_and_rejects_bad_ones():
     assert envs.make("Navigation2D", horizon=7).horizon == 7
     with pytest.raises(ValueError, match="does not accept"):
-        envs.make("Navigation2D", goal_radius=3)
+        envs.make("Navigation2D", goal_tolerance=3)
     with pytest.raises(ValueError, match="horizon must be a positive int"):
         envs.make("Navigation2D", horizon=0)
 
