@@ -96,6 +96,9 @@ class TaskFamily(ABC):
     varies: ClassVar[str] = ""
     #: default episode length
     default_horizon: ClassVar[int] = 100
+    #: raise it when a change alters what a task is (dynamics, reward, termination): runs record
+    #: it, and a run trained on another revision is not resumed or reused as if it were this one
+    revision: ClassVar[int] = 1
 
     def __init__(self, horizon: int | None = None):
         horizon = self.default_horizon if horizon is None else horizon

@@ -50,6 +50,8 @@ class Navigation2D(TaskFamily):
     task_type: ClassVar[type[Task]] = NavigationTask
     varies: ClassVar[str] = "goal ~ U[-0.5, 0.5]^2"
     default_horizon: ClassVar[int] = 100
+    #: 2: the goal is the square of the authors' env (ecf8bb7); 1: a disc of radius 0.01
+    revision: ClassVar[int] = 2
 
     #: half-width of the action box
     max_step: ClassVar[float] = 0.1

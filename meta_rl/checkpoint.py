@@ -2,7 +2,9 @@
 
 A checkpoint is a ``torch.save`` dict: ``format``, ``config`` (``TrainConfig.to_dict()``),
 ``iteration`` (completed meta-iterations), ``learner`` (meta-parameters and optimiser state),
-``totals`` (cumulative env steps and wall time) and ``rng`` (torch's global RNG state).
+``totals`` (cumulative env steps and wall time), ``rng`` (torch's global RNG state) and
+``env_revision`` (the task family's ``revision``; absent from checkpoints older than it, which
+count as revision 1).
 It is written to a temporary file in the same directory, flushed, then renamed over the old one,
 so an interrupted write never leaves a broken ``checkpoint.pt``. A run trained with ``keep_every``
 also keeps whole checkpoints of earlier iterations in ``snapshots/iteration-NNNNNN.pt``.

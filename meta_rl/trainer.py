@@ -93,6 +93,19 @@ def holds_run(folder: Path) -> bool:
     return (folder / CHECKPOINT).exists() or (folder / METRICS).exists()
 
 
+def check_revision(state: dict, path: Path) -> None:
+    """Raise a ``ValueError`` if the run in ``state`` was trained on another revision of its
+    task family than this code's (checkpoints from before revisions were recorded count as 1)."""
+    family = envs.registry.family_class(state["config"]["env"])
+    saved = state.get("env_revision", 1)
+    if saved != family.revision:
+        raise ValueError(
+            f"{path} was trained on {family.name} revision {saved}, and this version's is "
+            f"{family.revision} (the tasks changed; the family's docstring says how); train a "
+            "new run instead, in another folder"
+        )
+
+
 def restore_learner(learner: MetaLearner, state: dict, path: Path) -> None:
     """Load a checkpoint's learner state, or raise a ``ValueError`` naming the checkpoint."""
     try:
@@ -181,6 +194,7 @@ class Trainer:
         path = Path(out) / CHECKPOINT
         state = load_checkpoint(path)
         config = TrainConfig.from_dict({**state["config"], **overrides})
+        check_revision(state, path)
         trainer = cls(config, out, callbacks, overwrite=True)
         restore_learner(trainer.setup.learner, state, path)
         trainer.iteration = state["iteration"]
@@ -309,6 +323,7 @@ class Trainer:
             "learner": self.setup.learner.state_dict(),
             "totals": dict(self.totals),
             "rng": torch.get_rng_state(),
+            "env_revision": self.setup.family.revision,
         }
 
     def _checkpoint(self) -> None:

@@ -48,7 +48,7 @@ from meta_rl.evaluation import check_methods, evaluate  # noqa: E402
 from meta_rl.inner import step_scales  # noqa: E402
 from meta_rl.progress import TrainingProgress  # noqa: E402
 from meta_rl.report import write_eval  # noqa: E402
-from meta_rl.trainer import Trainer  # noqa: E402
+from meta_rl.trainer import Trainer, check_revision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,6 +104,10 @@ def train(config: TrainConfig, out: Path, console: Console, keep_every: int | No
         saved = TrainConfig.from_dict(state["config"]).to_dict()  # fields added since: defaults
         if experiment(saved) != experiment(config.to_dict()):
             raise SystemExit(f"error: {out} holds a run with another config; remove it or pass --out")
+        try:  # the same config on an older revision of the family is another experiment too
+            check_revision(state, out / "checkpoint.pt")
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc} (or pass --out)") from None
         if state["iteration"] >= config.iterations:
             console.print(f"reusing {out} ({state['iteration']} iterations)")
             return state

@@ -175,6 +175,26 @@ def test_resume_refuses_config_changes(trained, capsys):
     assert snapshot(trained) == before
 
 
+
+def test_resume_refuses_a_run_of_another_revision_of_its_family(trained, tmp_path, capsys):
+    """Navigation2D's goal changed from a disc to a square (revision 2): a run trained before
+    (its checkpoint has no revision, so 1) is another task, and is not continued as this one."""
+    import shutil
+
+    import envs
+
+    assert load_checkpoint(trained / "checkpoint.pt")["env_revision"] == envs.Navigation2D.revision == 2
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    state = torch.load(old / "checkpoint.pt", weights_only=False)
+    del state["env_revision"]
+    torch.save(state, old / "checkpoint.pt")
+    before = snapshot(old)
+    assert main(["train", "--resume", str(old), "--iterations", "3"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "trained on Navigation2D revision 1, and this "
+                                                   "version's is 2")
+    assert snapshot(old) == before
+
 def test_error_in_a_real_process_has_no_traceback(tmp_path):
     proc = run_cli("train", "--env", "NoSuchFamily", "--out", str(tmp_path / "run"))
     assert proc.returncode == 2

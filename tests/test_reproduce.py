@@ -166,3 +166,31 @@ def test_ctrl_c_is_one_line_and_exit_130(reproduce, tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted" in err and "same command goes on" in err
     assert not (tmp_path / "results.md").exists()
+
+
+def test_a_run_of_another_revision_of_the_family_is_not_reused(reproduce, tmp_path):
+    """The same config trained on an older revision of Navigation2D (the disc goal) is another
+    experiment: reproduce.py neither reuses nor resumes it, and says so."""
+    from rich.console import Console
+
+    from meta_rl.config import TrainConfig
+    from meta_rl.trainer import Trainer
+
+    config = TrainConfig(iterations=1, meta_batch=2, episodes=2, hidden=(4,),
+                         env_kwargs={"horizon": 5}, threads=1)
+    out = tmp_path / "run"
+    threads = torch.get_num_threads()
+    try:
+        trainer = Trainer(config, out)
+        trainer.train()
+        trainer.close()
+        reproduce.train(config, out, Console(quiet=True))  # same revision: reused
+        state = torch.load(out / "checkpoint.pt", weights_only=False)
+        state["env_revision"] = 1
+        torch.save(state, out / "checkpoint.pt")
+        for iterations in (1, 2):  # reused, or resumed
+            again = TrainConfig.from_dict({"iterations": iterations}, base=config)
+            with pytest.raises(SystemExit, match="revision 1, and this version's is 2"):
+                reproduce.train(again, out, Console(quiet=True))
+    finally:
+        torch.set_num_threads(threads)
