@@ -81,7 +81,8 @@ from meta_rl.checkpoint import CHECKPOINT, load_checkpoint, load_iteration, mode
 from meta_rl.config import RUNTIME_FIELDS, TrainConfig
 from meta_rl.inner import check_lr_scale
 from meta_rl.sampling import check_batch_unit
-from meta_rl.trainer import Setup, Trainer, build, iteration_seed, restore_learner
+from meta_rl.trainer import (Setup, Trainer, build, check_revision, iteration_seed,
+                             restore_learner)
 
 METHODS = ("meta", "random", "pretrained", "ppo")
 """every method :func:`evaluate` knows, in report order"""
@@ -315,7 +316,9 @@ def pretrained_params(run_dir: Path, config: TrainConfig, progress: Progress | N
             if _comparable(state["config"]) != _comparable(config.to_dict()):
                 say(f"pretrained: cached config in {out} differs from this run's; retraining")
                 state = None
-        except (ValueError, KeyError, TypeError) as exc:
+            else:
+                check_revision(state, out / CHECKPOINT)
+        except (ValueError, KeyError, TypeError) as exc:  # another revision of the family, too
             say(f"pretrained: cache in {out} is unusable ({exc}); retraining")
             state = None
     if state is not None and state["iteration"] >= config.iterations:

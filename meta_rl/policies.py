@@ -117,7 +117,9 @@ class MLPPolicy(nn.Module):
         if 2 * count > present.shape[1]:
             return functional_call(self, params, (obs,))
         # the positions of each task's steps first, in order (a stable sort of "is padding")
-        order = torch.sort(~present, dim=1, stable=True).indices[:, :max(count, 1)]
+        # (as uint8: CUDA sorts no bool before torch 2.6)
+        order = torch.sort((~present).to(torch.uint8), dim=1, stable=True).indices
+        order = order[:, :max(count, 1)]
         flat = obs.reshape(num_tasks, -1, width)
         packed = torch.gather(flat, 1, order.unsqueeze(-1).expand(-1, -1, width))
         d = functional_call(self, params, (packed,))

@@ -96,11 +96,12 @@ def holds_run(folder: Path) -> bool:
 def check_revision(state: dict, path: Path) -> None:
     """Raise a ``ValueError`` if the run in ``state`` was trained on another revision of its
     task family than this code's (checkpoints from before revisions were recorded count as 1)."""
-    family = envs.registry.family_class(state["config"]["env"])
+    name = state["config"]["env"]
+    family = envs.registry.family_class(name)
     saved = state.get("env_revision", 1)
     if saved != family.revision:
         raise ValueError(
-            f"{path} was trained on {family.name} revision {saved}, and this version's is "
+            f"{path} was trained on {name} revision {saved}, and this version's is "
             f"{family.revision} (the tasks changed; the family's docstring says how); train a "
             "new run instead, in another folder"
         )

@@ -172,5 +172,19 @@ def test_a_mask_that_is_mostly_full_takes_the_plain_path():
     policy = GaussianMLPPolicy(4, 2, hidden=(8,))
     obs, mask = torch.randn(2, 3, 5, 4), torch.ones(2, 3, 5)
     mask[0, 0, 3:] = 0
+    seen = []
+    body = policy.body
+    policy.body = lambda x: seen.append(x.shape[:-1].numel()) or body(x)
     torch.testing.assert_close(policy.dist(policy.init_params(), obs, mask).loc,
                                policy.dist(policy.init_params(), obs).loc, rtol=0, atol=0)
+    assert seen == [30, 30]  # every row, padding included: packing would not pay
+
+
+def test_a_mask_with_empty_tasks_packs_and_keeps_the_others():
+    policy = CategoricalMLPPolicy(4, 3, hidden=(8,))
+    obs, mask = torch.randn(3, 4, 5, 4), torch.zeros(3, 4, 5)
+    mask[1, 0, :2] = 1  # one task with two steps, two tasks with none
+    packed, full = policy.dist(policy.init_params(), obs, mask), policy.dist(policy.init_params(), obs)
+    torch.testing.assert_close(packed.loc[mask.bool()], full.loc[mask.bool()])
+    mask[1] = 0  # no step at all
+    assert torch.isfinite(policy.dist(policy.init_params(), obs, mask).loc).all()
