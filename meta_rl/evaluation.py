@@ -68,6 +68,7 @@ import math
 import random
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -151,6 +152,10 @@ class EvalResult:
     """meta-iterations the evaluated model had completed"""
     checkpoint: str = ""
     """the checkpoint file evaluated (``checkpoint.pt``, or a kept snapshot)"""
+    env_revision: int = 1
+    """the task family's ``revision`` the held-out tasks were run on (this code's)"""
+    trained_env_revision: int = 1
+    """the revision the model was trained on (1 for checkpoints that predate revisions)"""
 
     def to_dict(self) -> dict:
         return {
@@ -171,6 +176,8 @@ class EvalResult:
             "later_lr_scale": self.later_lr_scale,
             "later_lr_decay": self.later_lr_decay,
             "batch_unit": self.batch_unit,
+            "env_revision": self.env_revision,
+            "trained_env_revision": self.trained_env_revision,
             "task_list": [t.to_json() for t in self.tasks],
         }
 
@@ -501,6 +508,16 @@ def evaluate(
     eval_config = TrainConfig.from_dict(overrides, base=config)
     task_seed, rollout_seed, ppo_seed = eval_seeds(seed, training_seeds(config))
     say = progress or (lambda msg: None)
+    trained_revision = state.get("env_revision", 1)
+    revision = envs.registry.family_class(config.env).revision
+    if trained_revision != revision:  # allowed (e.g. to measure transfer), but never silently
+        message = (f"warning: {checkpoint} was trained on {config.env} revision "
+                   f"{trained_revision}, and this version's tasks are revision {revision} (the "
+                   "family's docstring says what changed); its returns are measured on tasks it "
+                   "was not trained on")
+        if progress is None:
+            warnings.warn(message, stacklevel=2)
+        say(message)
 
     # build() draws nn.Linear's default init from torch's global RNG, and SB3 seeds the global
     # RNGs: evaluation leaves them (and the thread count) as it found them.
@@ -539,7 +556,7 @@ def evaluate(
         rollout_seed=rollout_seed, methods=results, ci_method=ci_method(),
         later_lr_scale=later_lr_scale, later_lr_decay=later_lr_decay,
         batch_unit=eval_config.batch_unit, iteration=int(state["iteration"]),
-        checkpoint=str(checkpoint),
+        checkpoint=str(checkpoint), env_revision=revision, trained_env_revision=trained_revision,
     )
 
 

@@ -12,8 +12,9 @@ Every function takes an :class:`~meta_rl.evaluation.EvalResult` or the dict of i
 with only the methods that were run. Each method also carries ``tasks`` (how many it was
 measured on), ``per_task`` (``[K + 1][n]``), ``env_steps``, ``wall_s`` and method notes; the top
 level also has ``algo``, ``episodes``, ``horizon``, ``run``, ``task_seed``, ``rollout_seed``,
-``ci``, ``later_lr_scale``, ``later_lr_decay``, ``batch_unit`` and ``task_list``. A non-finite
-number (a diverged policy) is written as ``null``.
+``ci``, ``later_lr_scale``, ``later_lr_decay``, ``batch_unit``, ``env_revision`` (the task
+family's revision the tasks ran on), ``trained_env_revision`` (the model's) and ``task_list``.
+A non-finite number (a diverged policy) is written as ``null``.
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
 """
@@ -102,10 +103,15 @@ def eval_table(result, compact: bool = False) -> Table:
 
 
 def print_eval(result, console: Console | None = None) -> None:
-    """Print :func:`eval_table`, compact when the console is too narrow for one-line cells."""
+    """Print :func:`eval_table`, compact when the console is too narrow for one-line cells, and
+    a note when the model was trained on another revision of its family than the tasks'."""
     console = console or Console()
-    steps = len(_as_dict(result)["steps"])
-    console.print(eval_table(result, compact=console.width < 16 + 18 * steps + 18))
+    d = _as_dict(result)
+    console.print(eval_table(d, compact=console.width < 16 + 18 * len(d["steps"]) + 18))
+    trained, now = d.get("trained_env_revision", 1), d.get("env_revision", 1)
+    if trained != now:
+        console.print(f"[bold yellow]note:[/] the model was trained on revision {trained} of "
+                      f"{d['family']}, and these tasks are revision {now}", highlight=False)
 
 
 # -- files ----------------------------------------------------------------------------------------

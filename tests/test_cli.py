@@ -175,7 +175,6 @@ def test_resume_refuses_config_changes(trained, capsys):
     assert snapshot(trained) == before
 
 
-
 def test_resume_refuses_a_run_of_another_revision_of_its_family(trained, tmp_path, capsys):
     """Navigation2D's goal changed from a disc to a square (revision 2): a run trained before
     (its checkpoint has no revision, so 1) is another task, and is not continued as this one."""
@@ -194,6 +193,14 @@ def test_resume_refuses_a_run_of_another_revision_of_its_family(trained, tmp_pat
     assert_one_line_error(capsys.readouterr().err, "trained on Navigation2D revision 1, and this "
                                                    "version's is 2")
     assert snapshot(old) == before
+    # evaluating it is allowed (on today's tasks), with a warning and a note under the table
+    assert main(["evaluate", str(old), "--tasks", "2", "--steps", "1", "--episodes", "2",
+                 "--baselines", "meta"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning:" in out and "trained on Navigation2D revision 1" in out
+    assert "note: the model was trained on revision 1 of Navigation2D" in out
+    assert json.loads((old / "eval.json").read_text())["trained_env_revision"] == 1
+
 
 def test_error_in_a_real_process_has_no_traceback(tmp_path):
     proc = run_cli("train", "--env", "NoSuchFamily", "--out", str(tmp_path / "run"))

@@ -261,6 +261,41 @@ def test_report_table_and_training_plot(run, first):
     assert path.name == "training.png" and path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_model_of_another_revision_is_evaluated_with_a_warning_on_record(run, tmp_path):
+    """Navigation2D's goal became a square (revision 2). A model trained on the disc (a
+    checkpoint without a revision counts as 1) is still evaluated, on today's tasks, but never
+    silently: a warning, the table's caption and eval.json say so. A model of this revision gets
+    none of them."""
+    kwargs = dict(tasks=2, steps=1, episodes=2, methods="meta")
+    messages = []
+    same = evaluate(run, progress=messages.append, **kwargs)
+    assert (same.env_revision, same.trained_env_revision) == (envs.Navigation2D.revision, 2)
+    assert not any("warning" in m for m in messages)
+    out = io.StringIO()
+    print_eval(same, Console(file=out, width=200))
+    assert "revision" not in out.getvalue()
+
+    old = tmp_path / "old"
+    shutil.copytree(run, old, ignore=shutil.ignore_patterns("pretrained", "eval*"))
+    state = load_checkpoint(old / "checkpoint.pt")
+    del state["env_revision"]
+    save_checkpoint(old / "checkpoint.pt", state)
+    with pytest.warns(UserWarning, match="trained on Navigation2D revision 1, and this "
+                                         "version's tasks are revision 2"):
+        result = evaluate(old, **kwargs)
+    messages = []
+    evaluate(old, progress=messages.append, **kwargs)  # with a progress callback: told there
+    assert any(m.startswith("warning:") and "revision 1" in m for m in messages)
+    d = load_eval(write_eval(result, old)["json"])
+    assert (d["env_revision"], d["trained_env_revision"]) == (2, 1)
+    out = io.StringIO()
+    print_eval(d, Console(file=out, width=200))
+    assert ("trained on revision 1 of Navigation2D, and these tasks are revision 2"
+            in " ".join(out.getvalue().split()))
+    # the same model and tasks: only the record differs
+    assert numbers(result.to_dict()) == numbers(same.to_dict())
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
