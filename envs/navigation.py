@@ -60,6 +60,15 @@ class Navigation2D(TaskFamily):
     #: how close to the goal, in each coordinate, ends an episode
     goal_tolerance: ClassVar[float] = 0.01
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "goal_radius" in vars(cls):  # revision 1's disc; silently ignored would be worse
+            raise TypeError(
+                f"{cls.__qualname__} sets goal_radius, which Navigation2D no longer reads: since "
+                "revision 2 an episode ends when both coordinates are within goal_tolerance of "
+                "the goal (a square); set goal_tolerance instead"
+            )
+
     @property
     def observation_space(self) -> gym.spaces.Box:
         return gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)

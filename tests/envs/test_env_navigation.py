@@ -34,7 +34,6 @@ def test_terminates_at_goal_and_truncates_at_horizon():
     assert not terminated.any() and truncated.all()
 
 
-
 def test_the_goal_is_a_square_of_half_width_0_01_as_in_the_authors_env():
     """The MAML authors' PointEnvRandGoal ends an episode when |dx| < 0.01 and |dy| < 0.01: a
     corner of that square (0.0099, 0.0099) away, 0.014 by distance, ends it; 0.0101 along one
@@ -46,6 +45,23 @@ def test_the_goal_is_a_square_of_half_width_0_01_as_in_the_authors_env():
     _, reward, terminated, _ = env.step(torch.tensor([[[0.05, 0.05]], [[0.05, 0.05]], [[0.05, 0.0]]]))
     assert terminated.tolist() == [[True], [False], [True]]
     assert float(-reward[0, 0]) > 0.01  # outside the disc of radius 0.01, inside the square
+
+
+def test_a_subclass_setting_the_old_goal_radius_is_told_to_set_goal_tolerance():
+    """Revision 1's ``goal_radius`` is no longer read; a subclass that sets it would silently
+    get the default square, so defining it fails at once and names the replacement."""
+    with pytest.raises(TypeError, match="Wide sets goal_radius.*set goal_tolerance instead"):
+        class Wide(envs.Navigation2D):
+            goal_radius = 0.05
+
+    class Wider(envs.Navigation2D):
+        goal_tolerance = 0.05
+
+    env = Wider().make_batched([NavigationTask(0.14, 0.0)], 1)
+    env.reset()
+    _, _, terminated, _ = env.step(torch.tensor([[[0.1, 0.0]]]))
+    assert terminated.tolist() == [[True]]  # 0.04 away: inside the wider square
+
 
 def test_gym_view_matches_batched_copy():
     family = envs.make("Navigation2D")
