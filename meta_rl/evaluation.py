@@ -511,13 +511,12 @@ def evaluate(
     trained_revision = state.get("env_revision", 1)
     revision = envs.registry.family_class(config.env).revision
     if trained_revision != revision:  # allowed (e.g. to measure transfer), but never silently
-        message = (f"warning: {checkpoint} was trained on {config.env} revision "
-                   f"{trained_revision}, and this version's tasks are revision {revision} (the "
-                   "family's docstring says what changed); its returns are measured on tasks it "
-                   "was not trained on")
+        message = (f"{checkpoint} was trained on {config.env} revision {trained_revision}, and "
+                   f"this version's tasks are revision {revision} (the family's docstring says "
+                   "what changed); its returns are measured on tasks it was not trained on")
         if progress is None:
             warnings.warn(message, stacklevel=2)
-        say(message)
+        say(f"warning: {message}")
 
     # build() draws nn.Linear's default init from torch's global RNG, and SB3 seeds the global
     # RNGs: evaluation leaves them (and the thread count) as it found them.
