@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import traceback
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import gymnasium as gym
@@ -136,12 +137,20 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
     def _call(self, messages: list[tuple[str, Any]]) -> list[Any]:
         """Run ``messages[0]`` here and ``messages[k]`` in worker ``k - 1``, all at once; their
-        results in order. Every worker's reply is read even when another part fails, so the
-        pipes stay in step; a failure here (or Ctrl-C, which stops the workers too) reaches the
+        results in order. Every message is pickled before any is sent, and every worker's reply
+        is read even when another part fails, so the pipes stay in step; a failure here (or Ctrl-C, which stops the workers too) reaches the
         caller as it is. A worker that fails or dies has exited, so after it every call is
         refused with the reason, instead of hitting a broken pipe."""
         self._check_usable()
-        sent = [self._send(conn, msg) for conn, msg in zip(self._conns, messages[1:])]
+        try:  # pickled up front: a message that cannot be sent fails before any worker gets one
+            payloads = [ForkingPickler.dumps(msg) for msg in messages[1:]]
+        except Exception as exc:
+            raise ValueError(
+                f"cannot send {messages[0][0]!r} to the {self.family.name} worker processes "
+                f"({type(exc).__name__}: {exc}); tasks must pickle (define their types at module "
+                "level), or use one worker"
+            ) from None
+        sent = [self._send(conn, payload) for conn, payload in zip(self._conns, payloads)]
         try:
             out = [self._local.handle(*messages[0])]
         finally:
@@ -156,10 +165,10 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         return out + [value for _, value in replies]
 
     @staticmethod
-    def _send(conn, msg):
-        """``conn`` if the message went through, else None (the worker had exited)."""
+    def _send(conn, payload):
+        """``conn`` if the pickled message went through, else None (the worker had exited)."""
         try:
-            conn.send(msg)
+            conn.send_bytes(payload)
             return conn
         except OSError:
             return None

@@ -1,5 +1,8 @@
 """Samplers: shapes, masks, seeding, and the worker-process path equals the batched path."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -229,6 +232,35 @@ def test_a_failing_worker_is_reported_and_the_env_refuses_later_calls():
     finally:
         vec.close()
     assert not any(proc.is_alive() for proc in vec._procs)
+
+
+def test_tasks_that_cannot_reach_a_worker_fail_before_any_worker_gets_a_message():
+    """Worker 1's task cannot be pickled (its type is local). Had worker 0 been sent its tasks
+    first, its reply would sit unread and answer the next call: nothing is sent, the error names
+    the cause, and the env works on."""
+    from meta_rl.vector import TaskVectorEnv
+
+    family = envs.make("Navigation2D", horizon=5)
+    task_type = type(family.sample_tasks(1, seed=0)[0])
+
+    class LocalTask(task_type):
+        pass
+
+    tasks = family.sample_tasks(6, seed=0)
+    vec = TaskVectorEnv(family, num_workers=3)  # slices [0, 2), [2, 4), [4, 6)
+    try:
+        vec.set_tasks(tasks)
+        bad = tasks[:4] + [LocalTask(*dataclasses.astuple(tasks[4])), tasks[5]]
+        with pytest.raises(ValueError, match="cannot send 'set_tasks' to the Navigation2D worker "
+                                             "processes.*tasks must pickle"):
+            vec.set_tasks(bad)
+        assert not any(conn.poll() for conn in vec._conns)
+        obs, _ = vec.reset(seed=0)
+        obs, reward, *_ = vec.step(np.zeros((6, 2), np.float32))
+        assert obs.shape == (6, 2) and reward.shape == (6,)
+        assert not any(conn.poll() for conn in vec._conns)
+    finally:
+        vec.close()
 
 
 def test_a_killed_worker_is_reported_and_the_others_stay_in_step():
