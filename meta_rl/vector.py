@@ -138,8 +138,8 @@ class TaskVectorEnv(gym.vector.VectorEnv):
     def _call(self, messages: list[tuple[str, Any]]) -> list[Any]:
         """Run ``messages[0]`` here and ``messages[k]`` in worker ``k - 1``, all at once; their
         results in order. Every message is pickled before any is sent, and every worker's reply
-        is read even when another part fails, so the pipes stay in step; a failure here (or Ctrl-C, which stops the workers too) reaches the
-        caller as it is. A worker that fails or dies has exited, so after it every call is
+        is read even when another part fails, so the pipes stay in step; a failure here (or
+        Ctrl-C, which stops the workers too) reaches the caller as it is. A worker that fails or dies has exited, so after it every call is
         refused with the reason, instead of hitting a broken pipe."""
         self._check_usable()
         try:  # pickled up front: a message that cannot be sent fails before any worker gets one
@@ -148,7 +148,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             raise ValueError(
                 f"cannot send {messages[0][0]!r} to the {self.family.name} worker processes "
                 f"({type(exc).__name__}: {exc}); tasks must pickle (define their types at module "
-                "level), or use one worker"
+                "level), or use num_workers=1"
             ) from None
         sent = [self._send(conn, payload) for conn, payload in zip(self._conns, payloads)]
         try:
