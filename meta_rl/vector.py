@@ -139,8 +139,9 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         """Run ``messages[0]`` here and ``messages[k]`` in worker ``k - 1``, all at once; their
         results in order. Every message is pickled before any is sent, and every worker's reply
         is read even when another part fails, so the pipes stay in step; a failure here (or
-        Ctrl-C, which stops the workers too) reaches the caller as it is. A worker that fails or dies has exited, so after it every call is
-        refused with the reason, instead of hitting a broken pipe."""
+        Ctrl-C, which stops the workers too) reaches the caller as it is. A worker that fails or
+        dies has exited, so after it every call is refused with the reason, instead of hitting a
+        broken pipe."""
         self._check_usable()
         try:  # pickled up front: a message that cannot be sent fails before any worker gets one
             payloads = [ForkingPickler.dumps(msg) for msg in messages[1:]]
