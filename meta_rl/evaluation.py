@@ -83,7 +83,7 @@ from meta_rl.config import RUNTIME_FIELDS, TrainConfig
 from meta_rl.inner import check_lr_scale
 from meta_rl.sampling import check_batch_unit
 from meta_rl.trainer import (Setup, Trainer, build, check_revision, iteration_seed,
-                             restore_learner)
+                             restore_learner, revisions)
 
 METHODS = ("meta", "random", "pretrained", "ppo")
 """every method :func:`evaluate` knows, in report order"""
@@ -508,8 +508,7 @@ def evaluate(
     eval_config = TrainConfig.from_dict(overrides, base=config)
     task_seed, rollout_seed, ppo_seed = eval_seeds(seed, training_seeds(config))
     say = progress or (lambda msg: None)
-    trained_revision = state.get("env_revision", 1)
-    revision = envs.registry.family_class(config.env).revision
+    trained_revision, revision = revisions(state)
     if trained_revision != revision:  # allowed (e.g. to measure transfer), but never silently
         message = (f"{checkpoint} was trained on {config.env} revision {trained_revision}, and "
                    f"this version's tasks are revision {revision} (the family's docstring says "

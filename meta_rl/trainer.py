@@ -93,17 +93,22 @@ def holds_run(folder: Path) -> bool:
     return (folder / CHECKPOINT).exists() or (folder / METRICS).exists()
 
 
+def revisions(state: dict) -> tuple[int, int]:
+    """``(trained, current)``: the revision of its task family the run in ``state`` was trained
+    on (checkpoints from before revisions were recorded count as 1), and this code's."""
+    family = envs.registry.family_class(state["config"]["env"])
+    return state.get("env_revision", 1), family.revision
+
+
 def check_revision(state: dict, path: Path) -> None:
     """Raise a ``ValueError`` if the run in ``state`` was trained on another revision of its
-    task family than this code's (checkpoints from before revisions were recorded count as 1)."""
-    name = state["config"]["env"]
-    family = envs.registry.family_class(name)
-    saved = state.get("env_revision", 1)
-    if saved != family.revision:
+    task family than this code's."""
+    saved, current = revisions(state)
+    if saved != current:
         raise ValueError(
-            f"{path} was trained on {name} revision {saved}, and this version's is "
-            f"{family.revision} (the tasks changed; the family's docstring says how); train a "
-            "new run instead, in another folder"
+            f"{path} was trained on {state['config']['env']} revision {saved}, and this "
+            f"version's is {current} (the tasks changed; the family's docstring says how); train "
+            "a new run instead, in another folder"
         )
 
 
