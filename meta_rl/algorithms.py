@@ -20,7 +20,7 @@ from torch import Tensor
 
 from meta_rl.inner import (Adaptation, ReturnsConfig, adapt, detach, readapt,
                            subsample_adaptation)
-from meta_rl.outer import AdamOuter, MetaObjective, NonFiniteError, TRPOOuter
+from meta_rl.outer import AdamOuter, MetaObjective, NonFiniteError, TRPOOuter, flat
 from meta_rl.policies import Params, Policy
 from meta_rl.returns import compute_advantages
 from meta_rl.sampling import Sampler
@@ -57,6 +57,10 @@ class AlgoConfig:
     cg_warm_start: bool = False
     """start CG from the previous iteration's direction"""
     returns: ReturnsConfig = ReturnsConfig()
+    rate_lr: float | None = None
+    """Meta-SGD: Adam's learning rate for the learned inner rates, which then take their own Adam
+    step on the post-adaptation surrogate's gradient while the outer step updates the policy
+    alone; None: the outer step updates both (the Meta-SGD paper)"""
 
 
 class MetaLearner:
@@ -90,16 +94,18 @@ class MetaLearner:
         raise ValueError(f"{self.name} supports outer 'trpo' or 'adam', got {c.outer!r}")
 
     def outer_step(self, tasks: list, adaptation: Adaptation, valid, valid_adv) -> dict:
+        return self.outer.step(self._objective(adaptation, valid, valid_adv))
+
+    def _objective(self, adaptation: Adaptation, valid, valid_adv) -> MetaObjective:
         def re(values, fraction=None, graph=False):
             params, lr = self._from_meta(values)
             data = adaptation if fraction is None else subsample_adaptation(adaptation, fraction)
             first_order = self.config.first_order or not graph
             return readapt(self.policy, params, data, lr, first_order)
 
-        objective = MetaObjective(
+        return MetaObjective(
             self.policy, self.meta_tensors(), adaptation.params, re, valid, valid_adv
         )
-        return self.outer.step(objective)
 
     # -- shared -------------------------------------------------------------------------------
     def adapt(self, tasks: list, seed: int, steps: int | None = None, differentiable=False,
@@ -170,7 +176,15 @@ class MAML(MetaLearner):
 
 
 class MetaSGD(MetaLearner):
-    """Meta-SGD: a learned inner learning rate for every parameter element."""
+    """Meta-SGD: a learned inner learning rate for every parameter element.
+
+    By default the outer step (TRPO or Adam) updates the policy and the rates together, as in the
+    Meta-SGD paper. Measured on Navigation2D, TRPO's joint step leaves the rates close to where
+    they started (``docs/results.md``). With ``rate_lr`` the rates have their own Adam instead:
+    each iteration takes the surrogate's gradient w.r.t. the rates at the meta-parameters that
+    sampled the data, lets the outer step update the policy with the rates held fixed, then
+    takes one Adam step on the rates.
+    """
 
     name = "metasgd"
 
@@ -179,16 +193,38 @@ class MetaSGD(MetaLearner):
             k: torch.full_like(v, config.inner_lr).requires_grad_() for k, v in params.items()
         }
         super().__init__(policy, sampler, config, params)
+        self.rate_opt = (None if config.rate_lr is None
+                         else torch.optim.Adam(list(self.lrs.values()), lr=config.rate_lr))
 
     def inner_lr(self) -> Params:
         return self.lrs
 
     def meta_tensors(self) -> list[Tensor]:
-        return list(self.params.values()) + list(self.lrs.values())
+        rates = [] if self.config.rate_lr is not None else list(self.lrs.values())
+        return list(self.params.values()) + rates
 
     def _from_meta(self, values):
         n = len(self.params)
+        if self.config.rate_lr is not None:  # the outer step holds the rates fixed
+            return dict(zip(self.params, values)), detach(self.lrs)
         return dict(zip(self.params, values[:n])), dict(zip(self.lrs, values[n:]))
+
+    def outer_step(self, tasks, adaptation, valid, valid_adv) -> dict:
+        if self.rate_opt is None:
+            return super().outer_step(tasks, adaptation, valid, valid_adv)
+        objective = self._objective(adaptation, valid, valid_adv)  # over the policy only
+        # the rates' gradient at the meta-parameters that sampled the data, before the step
+        rates = list(self.lrs.values())
+        rate_grads = torch.autograd.grad(objective.surrogate(), rates, retain_graph=True)
+        norm = float(flat(list(rate_grads)).norm())
+        if not math.isfinite(norm):
+            raise NonFiniteError(f"the learned rates' gradient norm {norm} is not finite")
+        metrics = self.outer.step(objective)
+        for rate, grad in zip(rates, rate_grads):
+            rate.grad = grad
+        self.rate_opt.step()
+        self.rate_opt.zero_grad(set_to_none=True)
+        return {**metrics, "rate_grad_norm": norm}
 
     def extra_metrics(self) -> dict[str, float]:
         lrs = torch.cat([v.detach().reshape(-1) for v in self.lrs.values()])
@@ -200,12 +236,17 @@ class MetaSGD(MetaLearner):
         }
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "lrs": detach(self.lrs)}
+        state = {**super().state_dict(), "lrs": detach(self.lrs)}
+        if self.rate_opt is not None:
+            state["rate_opt"] = self.rate_opt.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             for k, v in state["lrs"].items():
                 self.lrs[k].copy_(v)
+        if self.rate_opt is not None:
+            self.rate_opt.load_state_dict(state["rate_opt"])
         super().load_state_dict(state)
 
 

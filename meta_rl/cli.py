@@ -96,7 +96,7 @@ _TRAIN_FLAGS = {
     "threads": "threads", "num_workers": "num_workers", "checkpoint_every": "checkpoint_every",
     "keep_every": "keep_every",
     "fisher_fraction": "fisher_fraction", "batch_unit": "batch_unit", "gamma": "gamma",
-    "gae_lambda": "gae_lambda",
+    "gae_lambda": "gae_lambda", "rate_lr": "rate_lr",
 }
 
 
@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-steps", type=_nonnegative_int, help="inner policy-gradient steps (K)")
     p.add_argument("--inner-lr", type=_positive_float, help="inner step size")
     p.add_argument("--outer-lr", type=_positive_float, help="Adam lr, or Reptile's epsilon")
+    p.add_argument("--rate-lr", type=_positive_float,
+                   help="Meta-SGD: an Adam of this lr for the learned inner rates, apart from "
+                        "the outer step (default: the outer step updates them)")
     p.add_argument("--max-kl", type=_positive_float, help="TRPO trust region")
     p.add_argument("--fisher-fraction", type=_positive_float,
                    help="TRPO: fraction of time steps for curvature products, in (0, 1] (default 0.2; 1 is exact)")

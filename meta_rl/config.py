@@ -83,6 +83,10 @@ class TrainConfig:
     are estimated; 0.2 is 4x cheaper than exact (1.0) and learned as well in docs/benchmarks.md"""
     cg_warm_start: bool = False
     """TRPO: start CG from the previous direction"""
+    rate_lr: float | None = None
+    """Meta-SGD: give the learned inner rates their own Adam at this learning rate, stepped on
+    the post-adaptation surrogate's gradient while the outer step updates the policy alone
+    (None: the outer step updates both, as in the Meta-SGD paper)"""
     seed: int = 0
     """seed for tasks, initial parameters and sampling"""
     device: str = "auto"
@@ -118,7 +122,7 @@ class TrainConfig:
             raise ValueError(f"inner_steps must be an integer >= 0, got {self.inner_steps!r}")
         for name in ("inner_lr", "init_std", "max_kl", "cg_damping"):
             positive(name)
-        for name in ("outer_lr", "max_grad_norm"):
+        for name in ("outer_lr", "max_grad_norm", "rate_lr"):
             positive(name, allow_none=True)
         for name in ("threads", "num_workers"):
             if getattr(self, name) is not None:
@@ -142,6 +146,9 @@ class TrainConfig:
             raise ValueError(
                 f"outer {self.outer!r} does not fit algo {self.algo!r}; choose {' or '.join(allowed)}"
             )
+        if self.rate_lr is not None and self.algo != "metasgd":
+            raise ValueError(f"rate_lr is for algo metasgd (its learned inner rates); algo "
+                             f"{self.algo!r} has none, so leave rate_lr unset")
         if self.algo == "reptile" and self.inner_steps < 1:
             raise ValueError("reptile needs inner_steps >= 1 (its update is theta' - theta)")
         if (not isinstance(self.hidden, tuple) or not self.hidden
@@ -181,6 +188,7 @@ class TrainConfig:
             ls_backtrack=self.ls_backtrack,
             fisher_fraction=self.fisher_fraction,
             cg_warm_start=self.cg_warm_start,
+            rate_lr=self.rate_lr,
             returns=ReturnsConfig(self.gamma, self.gae_lambda, self.normalize_advantages),
         )
 
@@ -220,7 +228,8 @@ class TrainConfig:
         if data.get("env_kwargs") is None and "env_kwargs" in data:
             data["env_kwargs"] = {}
         for key in ("inner_lr", "init_std", "max_kl", "cg_damping", "gamma", "gae_lambda",
-                    "ls_backtrack", "fisher_fraction", "outer_lr", "max_grad_norm"):
+                    "ls_backtrack", "fisher_fraction", "outer_lr", "max_grad_norm",
+                    "rate_lr"):
             if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
                 data[key] = float(data[key])
         return dataclasses.replace(base or cls(), **data)

@@ -12,8 +12,9 @@ interrupted or shorter one resumed; ``--keep-every`` also keeps earlier models),
 with the MAML paper's protocol, and appends a table to ``docs/results.md``: the mean over seeds
 +- their standard deviation after each step, every seed's own figures, the training wall time
 per seed, the hardware and the exact command, beside the papers' numbers. ``--inner-lr``,
-``--gae-lambda``, ``--fisher-fraction`` and ``--frame-skip`` each change one setting of the
-preset; such runs get folders of their own, and the table's heading names the changes.
+``--gae-lambda``, ``--fisher-fraction``, ``--rate-lr`` (Meta-SGD) and ``--frame-skip`` each
+change one setting of the preset; such runs get folders of their own, and the table's heading
+names the changes.
 
 The protocol: 40 held-out tasks, 0-3 adaptation steps, each on a batch of 40 x horizon env steps
 of whole episodes (the authors' test script samples ``batch_size=4000`` env steps per step; the
@@ -73,7 +74,9 @@ VALIDATION_SEED = 1000
 ALGOS = ("maml", "metasgd", "reptile")
 #: training settings that a flag of the same name changes from the preset, with the tag that
 #: marks such a run's folder (so a run of the preset's settings is never reused in its place)
-SETTINGS = {"fisher_fraction": "ff", "inner_lr": "lr", "gae_lambda": "lam"}
+SETTINGS = {"fisher_fraction": "ff", "inner_lr": "lr", "gae_lambda": "lam", "rate_lr": "rlr"}
+#: settings that only some algorithms have (Reptile has no TRPO; only Meta-SGD learns its rates)
+SETTING_ALGOS = {"fisher_fraction": ("maml", "metasgd"), "rate_lr": ("metasgd",)}
 NAMES = {"maml": "MAML", "metasgd": "Meta-SGD", "reptile": "Reptile"}
 
 
@@ -230,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gae-lambda", type=float, default=None,
                         help="GAE lambda of every advantage, in [0, 1] (default: the preset's, "
                              "1, the MAML paper's return minus baseline)")
+    parser.add_argument("--rate-lr", type=float, default=None,
+                        help="Meta-SGD: learn its inner rates with their own Adam at this "
+                             "learning rate, apart from the TRPO step on the policy (default: "
+                             "the preset's, none: TRPO updates both, as in the Meta-SGD paper)")
     parser.add_argument("--frame-skip", type=int, default=None,
                         help="MuJoCo targets: simulator steps of 0.01 s per env step (default: "
                              "Gymnasium's, 5; the MAML paper's rllab envs used 1)")
@@ -290,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--fisher-fraction must be in (0, 1], got {args.fisher_fraction:g}")
     if args.inner_lr is not None and not 0 < args.inner_lr < float("inf"):
         parser.error(f"--inner-lr must be a positive number, got {args.inner_lr:g}")
+    if args.rate_lr is not None:
+        if not 0 < args.rate_lr < float("inf"):
+            parser.error(f"--rate-lr must be a positive number, got {args.rate_lr:g}")
+        if "metasgd" not in algos:
+            parser.error("--rate-lr sets Meta-SGD's own optimiser for its learned rates; add "
+                         "metasgd to --algos")
     if args.gae_lambda is not None and not 0 <= args.gae_lambda <= 1:
         parser.error(f"--gae-lambda must be in [0, 1], got {args.gae_lambda:g}")
     if any(seed < 0 for seed in seeds):
@@ -308,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.keep_every is not None:
                 data["keep_every"] = args.keep_every
             suffix = ""
-            for key, tag in SETTINGS.items():  # Reptile has no TRPO, so no fisher_fraction
+            for key, tag in SETTINGS.items():
                 value = getattr(args, key)
-                if value is not None and not (key == "fisher_fraction" and algo == "reptile"):
+                if value is not None and algo in SETTING_ALGOS.get(key, ALGOS):
                     data[key] = value
                     suffix += f"-{tag}{number(value)}"
             if args.frame_skip is not None:

@@ -61,6 +61,8 @@ BAD_TRAIN = {
     "unknown batch unit": (["--batch-unit", "frames"], "invalid choice: 'frames'"),
     "lambda above 1": (["--gae-lambda", "1.5"], "--gae-lambda: must be a number in [0, 1]"),
     "negative discount": (["--gamma", "-0.1"], "--gamma: must be a number in [0, 1]"),
+    "rate lr without learned rates": (["--rate-lr", "0.001"], "rate_lr is for algo metasgd"),
+    "zero rate lr": (["--algo", "metasgd", "--rate-lr", "0"], "--rate-lr: must be a positive"),
 }
 
 
@@ -231,9 +233,9 @@ def test_flags_override_preset(tmp_path):
     assert saved["max_kl"] == 0.01 and saved["env_kwargs"] == {"horizon": 10}
 
 
-@pytest.mark.parametrize("algo", ["maml", "metasgd", "reptile"])
+@pytest.mark.parametrize("algo", ["maml", "metasgd", "reptile", "metasgd --rate-lr 0.01"])
 def test_resume_equals_uninterrupted_run(algo, tmp_path):
-    flags = ["--algo", algo, *TINY, "--seed", "3", "--checkpoint-every", "1"]
+    flags = ["--algo", *algo.split(), *TINY, "--seed", "3", "--checkpoint-every", "1"]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main(["train", "--iterations", "4", *flags, "--out", str(whole)]) == 0
     assert main(["train", "--iterations", "2", *flags, "--out", str(split)]) == 0

@@ -9,6 +9,7 @@ from meta_rl.trainer import Trainer
 SETTINGS = {
     "maml": dict(algo="maml", outer="trpo"),
     "metasgd": dict(algo="metasgd", outer="trpo"),
+    "metasgd-rate-adam": dict(algo="metasgd", outer="trpo", rate_lr=1e-3),
     "reptile": dict(algo="reptile", outer="sgd", outer_lr=1.0, inner_steps=3, inner_lr=0.3),
     "maml-adam": dict(algo="maml", outer="adam", outer_lr=0.01),
 }

@@ -156,6 +156,20 @@ def test_bad_setting_is_refused_before_training(reproduce, tmp_path, capsys, tar
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("algos, value, message", [
+    ("metasgd", "0", "--rate-lr must be a positive number, got 0"),
+    ("maml,reptile", "0.001", "--rate-lr sets Meta-SGD's own optimiser"),
+])
+def test_bad_rate_lr_is_refused_before_training(reproduce, tmp_path, capsys, algos, value,
+                                                message):
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main(["navigation2d", "--algos", algos, "--rate-lr", value,
+                        "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_ctrl_c_is_one_line_and_exit_130(reproduce, tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

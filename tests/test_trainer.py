@@ -55,6 +55,40 @@ def test_same_seed_same_metrics_and_different_seed_differs():
     assert all(math.isfinite(r["lr_mean"]) for r in a)
 
 
+def test_metasgd_rate_lr_gives_the_rates_their_own_adam_step():
+    """With ``rate_lr`` TRPO updates the policy with the rates held fixed, then one Adam step
+    moves every rate by ``rate_lr`` against the sign of the surrogate's gradient w.r.t. it."""
+    trainer = Trainer(TrainConfig(algo="metasgd", rate_lr=0.003, iterations=1, **TINY))
+    learner = trainer.setup.learner
+    rates0 = {k: v.detach().clone() for k, v in learner.lrs.items()}
+    params0 = {k: v.detach().clone() for k, v in learner.params.items()}
+    seen, trpo_step = {}, learner.outer.step
+
+    def watched(objective):
+        seen["meta"] = list(objective.meta)
+        seen["grads"] = torch.autograd.grad(objective.surrogate(), list(learner.lrs.values()),
+                                            retain_graph=True)
+        info = trpo_step(objective)
+        seen["rates_after_trpo"] = {k: v.detach().clone() for k, v in learner.lrs.items()}
+        return info
+
+    learner.outer.step = watched
+    try:
+        history = trainer.train()
+    finally:
+        trainer.close()
+    assert [id(t) for t in seen["meta"]] == [id(p) for p in learner.params.values()]
+    assert all(torch.equal(seen["rates_after_trpo"][k], rates0[k]) for k in rates0)
+    assert history[0]["line_search_accepted"] == 1.0
+    assert any(not torch.equal(learner.params[k].detach(), params0[k]) for k in params0)
+    for (k, rate), grad in zip(learner.lrs.items(), seen["grads"]):
+        clear = grad.abs() > 1e-5  # Adam's first step is lr * g / (|g| + 1e-8)
+        assert clear.any(), k
+        moved = rate.detach() - rates0[k]
+        torch.testing.assert_close(moved[clear], -0.003 * grad[clear].sign(), rtol=1e-3, atol=0)
+    assert math.isfinite(history[0]["rate_grad_norm"]) and history[0]["rate_grad_norm"] > 0
+
+
 def test_trainer_refuses_an_existing_run_unless_overwrite(tmp_path):
     config = TrainConfig(iterations=2, **TINY)
     Trainer(config, tmp_path).train()
