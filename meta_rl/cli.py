@@ -207,6 +207,7 @@ def _raise_keyboard_interrupt(signum, frame):
 
 def cmd_train(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from meta_rl.progress import TrainingProgress, summary_table
     from meta_rl.trainer import Trainer
@@ -236,9 +237,9 @@ def cmd_train(args) -> int:
     # `kill` and job schedulers send SIGTERM: take the Ctrl-C path (checkpoint, then exit)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     c = trainer.config
-    console.print(f"[bold]meta-rl train[/]: {c.algo} ({c.outer_name}) on {c.env}, "
+    console.print(f"[bold]meta-rl train[/]: {c.algo} ({c.outer_name}) on {escape(c.env)}, "
                   f"T={c.meta_batch} E={c.episodes} K={c.inner_steps}, device "
-                  f"{trainer.setup.device}, out {out}", highlight=False)
+                  f"{trainer.setup.device}, out {escape(str(out))}", highlight=False)
     try:
         with TrainingProgress(c.iterations, trainer.iteration, console) as progress:
             trainer.callbacks.append(progress)
@@ -253,7 +254,8 @@ def cmd_train(args) -> int:
     finally:
         trainer.close()
     console.print(summary_table(progress.records))
-    console.print(f"run written to {out} (evaluate with: meta-rl evaluate {out})", highlight=False)
+    console.print(f"run written to {out} (evaluate with: meta-rl evaluate {out})",
+                  highlight=False, markup=False)
     return 0
 
 
@@ -277,11 +279,12 @@ def cmd_evaluate(args) -> int:
                       ppo_tasks=args.ppo_tasks, later_lr_scale=args.later_lr_scale,
                       batch_unit=args.batch_unit, later_lr_decay=args.later_lr_decay,
                       iteration=args.iteration,
-                      progress=lambda msg: console.print(msg, highlight=False))
+                      progress=lambda msg: console.print(msg, highlight=False, markup=False))
     print_eval(result, console)
     # by default a kept snapshot's evaluation sits beside it, not over the run's own
     paths = write_eval(result, args.out or model_dir(args.run_dir, result.checkpoint))
-    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False,
+                  markup=False)
     return 0
 
 

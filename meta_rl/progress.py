@@ -9,6 +9,7 @@ lines as plain text. :func:`summary_table` closes a run with its first/last/best
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -46,7 +47,8 @@ class TrainingProgress:
                 TextColumn("post {task.fields[post]}"), TimeElapsedColumn(), TextColumn("ETA"),
                 TimeRemainingColumn(), console=self.console, transient=False,
             )
-            self._task = self._progress.add_task(title, total=total, completed=start, post="-")
+            self._task = self._progress.add_task(escape(title), total=total, completed=start,
+                                                 post="-")
 
     def __enter__(self) -> "TrainingProgress":
         if self._progress is not None:

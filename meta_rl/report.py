@@ -26,6 +26,7 @@ import math
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from meta_rl.checkpoint import atomic_write
@@ -85,7 +86,7 @@ def eval_table(result, compact: bool = False) -> Table:
     CI on a second line, for narrow consoles)."""
     d = _as_dict(result)
     table = Table(
-        title=f"{d['family']} ({d.get('algo', '?')}): return after k adaptation steps",
+        title=f"{escape(d['family'])} ({d.get('algo', '?')}): return after k adaptation steps",
         caption=f"{d['tasks']} held-out tasks, {_batch_note(d)}, "
                 f"seed {d['seed']}{_lr_note(d)}; mean ± 95% CI over tasks; "
                 "wall s includes pretraining",
@@ -111,7 +112,8 @@ def print_eval(result, console: Console | None = None) -> None:
     trained, now = d.get("trained_env_revision", 1), d.get("env_revision", 1)
     if trained != now:
         console.print(f"[bold yellow]note:[/] the model was trained on revision {trained} of "
-                      f"{d['family']}, and these tasks are revision {now}", highlight=False)
+                      f"{escape(d['family'])}, and these tasks are revision {now}",
+                      highlight=False)
 
 
 # -- files ----------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def train(config: TrainConfig, out: Path, console: Console, keep_every: int | No
         except ValueError as exc:
             raise SystemExit(f"error: {exc} (or pass --out)") from None
         if state["iteration"] >= config.iterations:
-            console.print(f"reusing {out} ({state['iteration']} iterations)")
+            console.print(f"reusing {out} ({state['iteration']} iterations)", markup=False)
             return state
         # a resumed run keeps its experiment; how it runs and what it keeps may change
         trainer = Trainer.resume(out, iterations=config.iterations, threads=config.threads,
@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                               methods=methods, later_lr_scale=scale, later_lr_decay=decay,
                               batch_unit=args.batch_unit,
-                              progress=lambda m: console.print(m, highlight=False))
+                              progress=lambda m: console.print(m, highlight=False,
+                                                               markup=False))
             write_eval(result, out)
             meta = result.methods["meta"]
             rows.setdefault(algo, []).append({
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(results, "a") as f:
         f.write(section)
     (Path(args.out) / f"{args.target}-summary.json").write_text(json.dumps(rows, indent=1))
-    console.print(section)
+    console.print(section, markup=False)
     return 0
 
 

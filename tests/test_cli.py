@@ -328,6 +328,21 @@ def test_evaluate_out_keeps_the_runs_own_evaluation(trained, tmp_path, capsys):
     assert "env steps" in capsys.readouterr().out
 
 
+def test_paths_that_look_like_rich_markup_are_printed_as_they_are(tmp_path, capsys):
+    """Rich reads ``[red]`` as a style and ``[/x]`` as a closing tag (an error); a run folder of
+    that name is printed literally by train and evaluate, and neither fails."""
+    def printed():  # rich folds long lines: compare without whitespace
+        return "".join(capsys.readouterr().out.split())
+
+    run = tmp_path / "seed[red]1[/red]" / "x[/x]"
+    assert main(["train", "--iterations", "1", *TINY, "--out", str(run)]) == 0
+    out = printed()
+    assert f"runwrittento{run}" in out and f"out{run}" in out
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "1",
+                 "--baselines", "meta"]) == 0
+    assert f"wrote{run / 'eval.json'}" in printed()
+
+
 def test_evaluate_without_a_run_is_one_line(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert_one_line_error(capsys.readouterr().err, "no checkpoint at")
