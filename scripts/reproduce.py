@@ -205,6 +205,34 @@ def table(target: str, rows: dict[str, list[dict]], steps: int) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def run_configs(args, algos: list[str], seeds: list[int]) -> list[tuple]:
+    """``(algo, seed, config, folder)`` of every run: the preset with the flags' changes. A bad
+    value is TrainConfig's ValueError, raised before any run trains."""
+    runs = []
+    for algo in algos:
+        for seed in seeds:
+            data = {**load_yaml_config(f"{args.target}-{algo}"), "seed": seed}
+            if args.iterations is not None:
+                data["iterations"] = args.iterations
+            if args.threads is not None:
+                data["threads"] = args.threads
+            if args.keep_every is not None:
+                data["keep_every"] = args.keep_every
+            suffix = ""
+            for key, tag in SETTINGS.items():
+                value = getattr(args, key)
+                if value is not None and algo in SETTING_ALGOS.get(key, ALGOS):
+                    data[key] = value
+                    suffix += f"-{tag}{number(value)}"
+            if args.frame_skip is not None:
+                data["env_kwargs"] = {**(data.get("env_kwargs") or {}),
+                                      "frame_skip": args.frame_skip}
+                suffix += f"-fs{args.frame_skip}"
+            folder = Path(args.out) / f"{args.target}-{algo}-s{seed}{suffix}"
+            runs.append((algo, seed, TrainConfig.from_dict(data), folder))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("target", choices=TARGETS)
@@ -271,10 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         methods = check_methods(f"meta,{args.baselines}")
     except ValueError as exc:
         parser.error(f"--baselines: {exc}")
-    if args.keep_every is not None and args.keep_every < 0:
-        parser.error(f"--keep-every must be >= 0 (0 keeps the last model only), "
-                     f"got {args.keep_every}")
-    for name in ("tasks", "episodes", "steps", "iterations"):
+    for name in ("tasks", "episodes", "steps"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "steps" else 1):
             parser.error(f"--{name} must be {'>= 0' if name == 'steps' else 'positive'}, got {value}")
@@ -293,66 +318,39 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--frame-skip is for the MuJoCo targets; navigation2d has no simulator")
         if args.frame_skip < 1:
             parser.error(f"--frame-skip must be positive, got {args.frame_skip}")
-    if args.fisher_fraction is not None and not 0 < args.fisher_fraction <= 1:
-        parser.error(f"--fisher-fraction must be in (0, 1], got {args.fisher_fraction:g}")
-    if args.inner_lr is not None and not 0 < args.inner_lr < float("inf"):
-        parser.error(f"--inner-lr must be a positive number, got {args.inner_lr:g}")
-    if args.rate_lr is not None:
-        if not 0 < args.rate_lr < float("inf"):
-            parser.error(f"--rate-lr must be a positive number, got {args.rate_lr:g}")
-        if "metasgd" not in algos:
-            parser.error("--rate-lr sets Meta-SGD's own optimiser for its learned rates; add "
-                         "metasgd to --algos")
-    if args.gae_lambda is not None and not 0 <= args.gae_lambda <= 1:
-        parser.error(f"--gae-lambda must be in [0, 1], got {args.gae_lambda:g}")
-    if any(seed < 0 for seed in seeds):
-        parser.error(f"--seeds must be >= 0, got {args.seeds!r}")
+    if args.rate_lr is not None and "metasgd" not in algos:
+        parser.error("--rate-lr sets Meta-SGD's own optimiser for its learned rates; add "
+                     "metasgd to --algos")
+    try:  # TrainConfig checks every training setting of every run before hours of training
+        runs = run_configs(args, algos, seeds)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     console = Console()
     rows: dict[str, list[dict]] = {}
-    for algo in algos:
-        for seed in seeds:
-            seed_global_rngs(["--seed", str(seed)])
-            data = {**load_yaml_config(f"{args.target}-{algo}"), "seed": seed}
-            if args.iterations is not None:
-                data["iterations"] = args.iterations
-            if args.threads is not None:
-                data["threads"] = args.threads
-            if args.keep_every is not None:
-                data["keep_every"] = args.keep_every
-            suffix = ""
-            for key, tag in SETTINGS.items():
-                value = getattr(args, key)
-                if value is not None and algo in SETTING_ALGOS.get(key, ALGOS):
-                    data[key] = value
-                    suffix += f"-{tag}{number(value)}"
-            if args.frame_skip is not None:
-                data["env_kwargs"] = {**(data.get("env_kwargs") or {}),
-                                      "frame_skip": args.frame_skip}
-                suffix += f"-fs{args.frame_skip}"
-            config = TrainConfig.from_dict(data)
-            out = Path(args.out) / f"{args.target}-{algo}-s{seed}{suffix}"
-            state = train(config, out, console, args.keep_every)
-            if args.later_lr_scale is None:
-                scale, decay, tried = select_schedule(out, seed, args, console)
-            else:
-                scale, decay, tried = args.later_lr_scale, args.later_lr_decay, []
-            result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
-                              methods=methods, later_lr_scale=scale, later_lr_decay=decay,
-                              batch_unit=args.batch_unit,
-                              progress=lambda m: console.print(m, highlight=False,
-                                                               markup=False))
-            write_eval(result, out)
-            meta = result.methods["meta"]
-            rows.setdefault(algo, []).append({
-                "seed": seed, "meta": meta.mean, "ci": meta.ci95,
-                "iterations": state["iteration"], "wall_s": state["totals"]["wall_s"],
-                "baselines": {n: m.mean for n, m in result.methods.items() if n != "meta"},
-                "later_lr_scale": scale, "later_lr_decay": decay, "validation": tried,
-            })
-            console.print(f"{args.target} {algo} seed {seed}: after 0..{args.steps} steps "
-                          + " / ".join(f"{v:.2f}" for v in meta.mean)
-                          + f" (later steps {scale:g}, decay {decay:g})")
+    for algo, seed, config, out in runs:
+        seed_global_rngs(["--seed", str(seed)])
+        state = train(config, out, console, args.keep_every)
+        if args.later_lr_scale is None:
+            scale, decay, tried = select_schedule(out, seed, args, console)
+        else:
+            scale, decay, tried = args.later_lr_scale, args.later_lr_decay, []
+        result = evaluate(out, tasks=args.tasks, steps=args.steps, episodes=args.episodes,
+                          methods=methods, later_lr_scale=scale, later_lr_decay=decay,
+                          batch_unit=args.batch_unit,
+                          progress=lambda m: console.print(m, highlight=False,
+                                                           markup=False))
+        write_eval(result, out)
+        meta = result.methods["meta"]
+        rows.setdefault(algo, []).append({
+            "seed": seed, "meta": meta.mean, "ci": meta.ci95,
+            "iterations": state["iteration"], "wall_s": state["totals"]["wall_s"],
+            "baselines": {n: m.mean for n, m in result.methods.items() if n != "meta"},
+            "later_lr_scale": scale, "later_lr_decay": decay, "validation": tried,
+        })
+        console.print(f"{args.target} {algo} seed {seed}: after 0..{args.steps} steps "
+                      + " / ".join(f"{v:.2f}" for v in meta.mean)
+                      + f" (later steps {scale:g}, decay {decay:g})")
 
     batch = (f"{args.episodes} × horizon env steps of whole episodes"
              if args.batch_unit == "steps" else f"{args.episodes} episodes")
