@@ -299,6 +299,7 @@ def pretrained_config(config: TrainConfig, iterations: int) -> TrainConfig:
             "keep_every": 0,
             "outer": config.outer_name if keep_outer else None,
             "outer_lr": config.outer_lr if keep_outer else None,
+            "rate_lr": None,  # MAML has no learned rates
         },
         base=config,
     )

@@ -241,9 +241,10 @@ def test_stale_pretrained_cache_is_retrained_and_interrupted_one_resumed(run, fi
     assert load_checkpoint(ckpt)["iteration"] == want["iterations"]
 
 
-@pytest.mark.parametrize("algo", ["metasgd", "reptile"])
-def test_other_algorithms_evaluate(tmp_path, algo):
-    train(tiny_config(algo=algo, iterations=1), tmp_path / "run")
+@pytest.mark.parametrize("algo, extra", [("metasgd", {}), ("metasgd", {"rate_lr": 1e-3}),
+                                         ("reptile", {})])
+def test_other_algorithms_evaluate(tmp_path, algo, extra):
+    train(tiny_config(algo=algo, iterations=1, **extra), tmp_path / "run")
     result = evaluate(tmp_path / "run", tasks=3, steps=1, episodes=2,
                       methods=["meta", "random", "pretrained"])
     for m in result.methods.values():
