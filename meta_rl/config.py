@@ -151,6 +151,9 @@ class TrainConfig:
                              f"{self.algo!r} has none, so leave rate_lr unset")
         if self.algo == "reptile" and self.inner_steps < 1:
             raise ValueError("reptile needs inner_steps >= 1 (its update is theta' - theta)")
+        if self.algo == "metasgd" and self.inner_steps < 1:
+            raise ValueError("metasgd needs inner_steps >= 1 (its learned rates act only in the "
+                             "inner loop); use algo maml for inner_steps 0")
         if (not isinstance(self.hidden, tuple) or not self.hidden
                 or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in self.hidden)):
             raise ValueError(f"hidden must be a list of positive layer sizes, got {self.hidden!r}")

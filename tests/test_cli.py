@@ -63,6 +63,8 @@ BAD_TRAIN = {
     "negative discount": (["--gamma", "-0.1"], "--gamma: must be a number in [0, 1]"),
     "rate lr without learned rates": (["--rate-lr", "0.001"], "rate_lr is for algo metasgd"),
     "zero rate lr": (["--algo", "metasgd", "--rate-lr", "0"], "--rate-lr: must be a positive"),
+    "metasgd without an inner step": (["--algo", "metasgd", "--inner-steps", "0"],
+                                      "metasgd needs inner_steps >= 1"),
 }
 
 
