@@ -93,10 +93,15 @@ class MetaLearner:
             return AdamOuter(self.meta_tensors(), c.outer_lr, c.max_grad_norm)
         raise ValueError(f"{self.name} supports outer 'trpo' or 'adam', got {c.outer!r}")
 
+    def learned_tensors(self) -> list[Tensor]:
+        """Everything meta-training learns (checked for non-finite values after each step)."""
+        return self.meta_tensors()
+
     def outer_step(self, tasks: list, adaptation: Adaptation, valid, valid_adv) -> dict:
         return self.outer.step(self._objective(adaptation, valid, valid_adv))
 
-    def _objective(self, adaptation: Adaptation, valid, valid_adv) -> MetaObjective:
+    def _objective(self, adaptation: Adaptation, valid, valid_adv,
+                   extra: list[Tensor] = ()) -> MetaObjective:
         def re(values, fraction=None, graph=False):
             params, lr = self._from_meta(values)
             data = adaptation if fraction is None else subsample_adaptation(adaptation, fraction)
@@ -104,7 +109,7 @@ class MetaLearner:
             return readapt(self.policy, params, data, lr, first_order)
 
         return MetaObjective(
-            self.policy, self.meta_tensors(), adaptation.params, re, valid, valid_adv
+            self.policy, self.meta_tensors(), adaptation.params, re, valid, valid_adv, extra
         )
 
     # -- shared -------------------------------------------------------------------------------
@@ -139,7 +144,7 @@ class MetaLearner:
         if adaptation.episodes:
             metrics["inner_kl"] = self._inner_kl(adaptation)
         metrics.update(self.outer_step(tasks, adaptation, valid, valid_adv))
-        if not all(math.isfinite(float(t.detach().sum())) for t in self.meta_tensors()):
+        if not all(math.isfinite(float(t.detach().sum())) for t in self.learned_tensors()):
             raise NonFiniteError("meta-parameters became non-finite after the outer step")
         metrics.update(self.extra_metrics())
         return metrics
@@ -203,6 +208,9 @@ class MetaSGD(MetaLearner):
         rates = [] if self.config.rate_lr is not None else list(self.lrs.values())
         return list(self.params.values()) + rates
 
+    def learned_tensors(self) -> list[Tensor]:
+        return list(self.params.values()) + list(self.lrs.values())
+
     def _from_meta(self, values):
         n = len(self.params)
         if self.config.rate_lr is not None:  # the outer step holds the rates fixed
@@ -212,14 +220,15 @@ class MetaSGD(MetaLearner):
     def outer_step(self, tasks, adaptation, valid, valid_adv) -> dict:
         if self.rate_opt is None:
             return super().outer_step(tasks, adaptation, valid, valid_adv)
-        objective = self._objective(adaptation, valid, valid_adv)  # over the policy only
-        # the rates' gradient at the meta-parameters that sampled the data, before the step
+        # the outer step is over the policy only; the rates' gradient comes from its backward
+        # pass, at the meta-parameters that sampled the data
         rates = list(self.lrs.values())
-        rate_grads = torch.autograd.grad(objective.surrogate(), rates, retain_graph=True)
-        norm = float(flat(list(rate_grads)).norm())
-        if not math.isfinite(norm):
-            raise NonFiniteError(f"the learned rates' gradient norm {norm} is not finite")
+        objective = self._objective(adaptation, valid, valid_adv, extra=rates)
         metrics = self.outer.step(objective)
+        rate_grads = objective.extra_grads
+        norm = float(flat(rate_grads).norm())
+        if not math.isfinite(norm):  # the trainer restores the last good state
+            raise NonFiniteError(f"the learned rates' gradient norm {norm} is not finite")
         for rate, grad in zip(rates, rate_grads):
             rate.grad = grad
         self.rate_opt.step()

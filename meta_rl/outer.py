@@ -110,11 +110,17 @@ class MetaObjective:
 
     The policy's outputs on all validation states are computed once, with their graph to
     ``meta``; :meth:`surrogate`, its gradient and the full-data curvature products all reuse it.
+
+    ``extra``: tensors outside ``meta`` that the adapted parameters also depend on (Meta-SGD's
+    rates when they have an optimiser of their own); :meth:`gradient` leaves the surrogate's
+    gradient w.r.t. them in :attr:`extra_grads`, from the same backward pass.
     """
 
-    def __init__(self, policy, meta: list[Tensor], adapted, readapt, valid, valid_adv):
+    def __init__(self, policy, meta: list[Tensor], adapted, readapt, valid, valid_adv,
+                 extra: list[Tensor] = ()):
         self.policy, self.meta, self.adapted, self.readapt = policy, meta, adapted, readapt
         self.valid, self.adv = valid, valid_adv
+        self.extra, self.extra_grads = list(extra), None
         self.weights = state_weights(valid.mask)
         # with its graph to meta (when it has one)
         self.dist = policy.dist(adapted, valid.obs, valid.mask)
@@ -138,6 +144,14 @@ class MetaObjective:
         ``retain_graph=True`` to compute curvature products afterwards at ``fisher_fraction`` 1.
         """
         return self._loss_kl(self.dist)[0]
+
+    def gradient(self, retain_graph: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """The surrogate and its gradient w.r.t. ``meta``; the gradient w.r.t. ``extra`` goes to
+        :attr:`extra_grads`. ``retain_graph`` keeps the graph for curvature products."""
+        loss = self.surrogate()
+        grads = torch.autograd.grad(loss, [*self.meta, *self.extra], retain_graph=retain_graph)
+        self.extra_grads = list(grads[len(self.meta):])
+        return loss, list(grads[: len(self.meta)])
 
     def at(self, meta_values: list[Tensor]) -> tuple[float, float]:
         """Surrogate and KL after re-adapting from ``meta_values`` (no outer graph)."""
@@ -200,10 +214,9 @@ class AdamOuter:
         self.max_grad_norm = max_grad_norm
 
     def step(self, objective: MetaObjective) -> dict[str, float]:
-        loss = objective.surrogate()
         self.opt.zero_grad(set_to_none=True)
-        grads = torch.autograd.grad(loss, self.meta)
-        loss0, gnorm = float(loss.detach()), float(flat(list(grads)).norm())
+        loss, grads = objective.gradient()
+        loss0, gnorm = float(loss.detach()), float(flat(grads).norm())
         if not (math.isfinite(loss0) and math.isfinite(gnorm)):
             raise NonFiniteError(f"outer loss {loss0} or gradient norm {gnorm} is not finite")
         for p, g in zip(self.meta, grads):
@@ -241,11 +254,10 @@ class TRPOOuter:
         self._last_dir: Tensor | None = None
 
     def step(self, objective: MetaObjective) -> dict[str, float]:
-        loss = objective.surrogate()
         # at fisher_fraction 1 the curvature products reuse this graph; otherwise free it now
         full = objective.uses_all_states(self.fisher_fraction)
-        grads = torch.autograd.grad(loss, self.meta, retain_graph=full)
-        g = flat(list(grads)).detach()
+        loss, grads = objective.gradient(retain_graph=full)
+        g = flat(grads).detach()
         loss0, gnorm = float(loss.detach()), float(g.norm())
         if not (math.isfinite(loss0) and math.isfinite(gnorm)):
             raise NonFiniteError(f"outer loss {loss0} or gradient norm {gnorm} is not finite")

@@ -161,6 +161,7 @@ def add_envs_parser(subparsers) -> None:
 META_ALGOS = {
     "maml": dict(algo="maml", outer="trpo"),
     "metasgd": dict(algo="metasgd", outer="trpo"),
+    "metasgd-rates": dict(algo="metasgd", outer="trpo", rate_lr=1e-3),  # rates' own Adam
     "reptile": dict(algo="reptile", outer="sgd", inner_steps=1),
 }
 

@@ -247,8 +247,13 @@ def test_resume_equals_uninterrupted_run(algo, tmp_path):
     for r in a + b:
         r.pop("wall_s")
     assert a == b
-    pa, pb = load_checkpoint(whole)["learner"]["params"], load_checkpoint(split)["learner"]["params"]
-    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    la, lb = load_checkpoint(whole)["learner"], load_checkpoint(split)["learner"]
+    for key in ("params", "lrs"):  # Meta-SGD's learned rates too
+        assert all(torch.equal(la[key][k], lb[key][k]) for k in la.get(key, {}))
+    if "rate_opt" in la:  # and the rates' own Adam state
+        sa, sb = la["rate_opt"]["state"], lb["rate_opt"]["state"]
+        assert sa.keys() == sb.keys() and all(
+            torch.equal(sa[i][name], sb[i][name]) for i in sa for name in sa[i])
 
 
 def test_sigint_leaves_a_loadable_checkpoint_and_resumes(tmp_path):

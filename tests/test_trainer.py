@@ -55,10 +55,12 @@ def test_same_seed_same_metrics_and_different_seed_differs():
     assert all(math.isfinite(r["lr_mean"]) for r in a)
 
 
-def test_metasgd_rate_lr_gives_the_rates_their_own_adam_step():
+@pytest.mark.parametrize("fisher_fraction", [0.2, 1.0])
+def test_metasgd_rate_lr_gives_the_rates_their_own_adam_step(fisher_fraction):
     """With ``rate_lr`` TRPO updates the policy with the rates held fixed, then one Adam step
     moves every rate by ``rate_lr`` against the sign of the surrogate's gradient w.r.t. it."""
-    trainer = Trainer(TrainConfig(algo="metasgd", rate_lr=0.003, iterations=1, **TINY))
+    trainer = Trainer(TrainConfig(algo="metasgd", rate_lr=0.003, iterations=1,
+                                  fisher_fraction=fisher_fraction, **TINY))
     learner = trainer.setup.learner
     rates0 = {k: v.detach().clone() for k, v in learner.lrs.items()}
     params0 = {k: v.detach().clone() for k, v in learner.params.items()}
@@ -69,6 +71,7 @@ def test_metasgd_rate_lr_gives_the_rates_their_own_adam_step():
         seen["grads"] = torch.autograd.grad(objective.surrogate(), list(learner.lrs.values()),
                                             retain_graph=True)
         info = trpo_step(objective)
+        seen["extra_grads"] = objective.extra_grads  # from TRPO's own backward pass
         seen["rates_after_trpo"] = {k: v.detach().clone() for k, v in learner.lrs.items()}
         return info
 
@@ -79,6 +82,7 @@ def test_metasgd_rate_lr_gives_the_rates_their_own_adam_step():
         trainer.close()
     assert [id(t) for t in seen["meta"]] == [id(p) for p in learner.params.values()]
     assert all(torch.equal(seen["rates_after_trpo"][k], rates0[k]) for k in rates0)
+    assert all(torch.allclose(a, b) for a, b in zip(seen["extra_grads"], seen["grads"]))
     assert history[0]["line_search_accepted"] == 1.0
     assert any(not torch.equal(learner.params[k].detach(), params0[k]) for k in params0)
     for (k, rate), grad in zip(learner.lrs.items(), seen["grads"]):
