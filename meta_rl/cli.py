@@ -127,6 +127,7 @@ def resolve_config(args: argparse.Namespace):
 def cmd_envs(args) -> int:
     import envs
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Registered task families")
@@ -142,7 +143,7 @@ def cmd_envs(args) -> int:
                        else f"{type(space).__name__}{space.shape}")
         except ImportError as exc:  # MuJoCo families without mujoco installed
             horizon, batched, actions = str(cls.default_horizon), "no", f"unavailable: {exc}"
-        table.add_row(name, cls.varies, horizon, batched, actions)
+        table.add_row(*(escape(cell) for cell in (name, cls.varies, horizon, batched, actions)))
     Console().print(table)
     return 0
 

@@ -293,6 +293,18 @@ def test_envs_and_check_env(capsys):
     assert main(["check-env", "Nope"]) == 2
 
 
+def test_envs_prints_a_familys_text_literally(capsys, monkeypatch):
+    """A family's ``varies`` (and an install hint like ``gymnasium[mujoco]``) is text, not rich
+    markup: brackets are printed, and a stray closing tag is no error."""
+    from envs.navigation import Navigation2D
+
+    text = "goal ~ U[-0.5, 0.5], see [red]this[/red] and pip install gymnasium[mujoco] [/x]"
+    monkeypatch.setattr(Navigation2D, "varies", text)
+    monkeypatch.setenv("COLUMNS", "400")  # one line per row
+    assert main(["envs"]) == 0
+    assert text in capsys.readouterr().out
+
+
 def test_evaluate_writes_json_png_and_table(trained, capsys):
     assert main(["evaluate", str(trained), "--tasks", "3", "--steps", "1", "--episodes", "2",
                  "--ppo-tasks", "1"]) == 0
