@@ -75,7 +75,7 @@ ALGOS = ("maml", "metasgd", "reptile")
 #: training settings that a flag of the same name changes from the preset, with the tag that
 #: marks such a run's folder (so a run of the preset's settings is never reused in its place)
 SETTINGS = {"fisher_fraction": "ff", "inner_lr": "lr", "gae_lambda": "lam", "rate_lr": "rlr"}
-#: settings that only some algorithms have (Reptile has no TRPO; only Meta-SGD learns its rates)
+#: settings that only some algorithms have (Reptile has no TRPO; only Meta-SGD learns rates)
 SETTING_ALGOS = {"fisher_fraction": ("maml", "metasgd"), "rate_lr": ("metasgd",)}
 NAMES = {"maml": "MAML", "metasgd": "Meta-SGD", "reptile": "Reptile"}
 
@@ -318,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--frame-skip is for the MuJoCo targets; navigation2d has no simulator")
         if args.frame_skip < 1:
             parser.error(f"--frame-skip must be positive, got {args.frame_skip}")
-    if args.rate_lr is not None and "metasgd" not in algos:
-        parser.error("--rate-lr sets Meta-SGD's own optimiser for its learned rates; add "
-                     "metasgd to --algos")
+    for key, have in SETTING_ALGOS.items():
+        if getattr(args, key) is not None and not set(have) & set(algos):
+            flag = "--" + key.replace("_", "-")
+            parser.error(f"{flag} changes {' and '.join(NAMES[a] for a in have)} only; add "
+                         f"{' or '.join(have)} to --algos")
     try:  # TrainConfig checks every training setting of every run before hours of training
         runs = run_configs(args, algos, seeds)
     except ValueError as exc:

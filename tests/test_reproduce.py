@@ -136,6 +136,8 @@ def test_a_setting_is_named_exactly_and_briefly(reproduce, value, text):
     ("navigation2d", "--inner-lr", "0", "inner_lr must be a positive number, got 0"),
     ("navigation2d", "--inner-lr", "nan", "inner_lr must be a positive number, got nan"),
     ("navigation2d", "--fisher-fraction", "2", "fisher_fraction must be in (0, 1], got 2"),
+    ("navigation2d --algos reptile", "--fisher-fraction", "0.5",
+     "--fisher-fraction changes MAML and Meta-SGD only; add maml or metasgd to --algos"),
     ("navigation2d", "--keep-every", "-1", "keep_every must be an integer >= 0"),
     ("navigation2d", "--iterations", "0", "iterations must be a positive integer, got 0"),
     ("navigation2d", "--seeds", "0,-1", "seed must be an integer >= 0, got -1"),
@@ -146,7 +148,7 @@ def test_a_setting_is_named_exactly_and_briefly(reproduce, value, text):
 def test_bad_setting_is_refused_before_training(reproduce, tmp_path, capsys, target, flag, value,
                                                 message):
     with pytest.raises(SystemExit) as exc:
-        reproduce.main([target, flag, value, "--out", str(tmp_path)])
+        reproduce.main([*target.split(), flag, value, "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
@@ -154,7 +156,7 @@ def test_bad_setting_is_refused_before_training(reproduce, tmp_path, capsys, tar
 
 @pytest.mark.parametrize("algos, value, message", [
     ("metasgd", "0", "rate_lr must be a positive number, got 0"),
-    ("maml,reptile", "0.001", "--rate-lr sets Meta-SGD's own optimiser"),
+    ("maml,reptile", "0.001", "--rate-lr changes Meta-SGD only; add metasgd to --algos"),
 ])
 def test_bad_rate_lr_is_refused_before_training(reproduce, tmp_path, capsys, algos, value,
                                                 message):
