@@ -184,11 +184,13 @@ class MetaSGD(MetaLearner):
     """Meta-SGD: a learned inner learning rate for every parameter element.
 
     By default the outer step (TRPO or Adam) updates the policy and the rates together, as in the
-    Meta-SGD paper. Measured on Navigation2D, TRPO's joint step leaves the rates close to where
-    they started (``docs/results.md``). With ``rate_lr`` the rates have their own Adam instead:
-    each iteration takes the surrogate's gradient w.r.t. the rates at the meta-parameters that
-    sampled the data, lets the outer step update the policy with the rates held fixed, then
-    takes one Adam step on the rates.
+    Meta-SGD paper. With ``rate_lr`` the rates have their own Adam instead: the outer step updates
+    the policy with the rates held fixed, and the rates take one Adam step on the surrogate's
+    gradient at the meta-parameters that sampled the data (from the same backward pass). Adam
+    moves every rate by about ``rate_lr`` per iteration at most, while on Navigation2D the joint
+    TRPO step grows the few rates that matter (the output bias's) from 0.1 to above 1 within 200
+    iterations. There, with ``rate_lr=1e-3``, one seed of five collapsed and four matched MAML
+    after one step (``docs/results.md``).
     """
 
     name = "metasgd"
