@@ -189,8 +189,8 @@ class MetaSGD(MetaLearner):
     gradient at the meta-parameters that sampled the data (from the same backward pass). Adam
     moves every rate by about ``rate_lr`` per iteration at most, while on Navigation2D the joint
     TRPO step grows the few rates that matter (the output bias's) from 0.1 to above 1 within 200
-    iterations. There, with ``rate_lr=1e-3``, one seed of five collapsed and four matched MAML
-    after one step (``docs/results.md``).
+    iterations. There, with ``rate_lr=1e-3``, one run in ten collapsed and the others matched
+    MAML after one step (``docs/results.md``).
     """
 
     name = "metasgd"
