@@ -19,7 +19,9 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-FORMAT = "meta_rl.checkpoint/2"
+FORMAT = "meta_rl.checkpoint/3"
+#: older formats this version loads, and how it reads them as the current one
+_UPGRADES: dict[str, Callable[[dict], dict]] = {}
 #: formats this version cannot load, and why
 _RETIRED = {
     "meta_rl.checkpoint/1": "its Gaussian policy's mean and spread were in env units, not "
@@ -68,12 +70,32 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if isinstance(state, dict) and state.get("format") in _RETIRED:
         retired = state["format"]
         raise ValueError(f"checkpoint {path} has the retired format {retired}: {_RETIRED[retired]}")
+    if isinstance(state, dict) and state.get("format") in _UPGRADES:
+        state = _UPGRADES[state["format"]](state)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a meta_rl checkpoint (expected format {FORMAT})")
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise ValueError(f"checkpoint {path} is damaged: it lacks {', '.join(missing)}")
     return state
+
+
+def _from_format_2(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 kept the policy's parameters and Meta-SGD's rates (``lrs``, with ``rate_opt`` for
+    their own Adam) apart; format 3 keeps one dict of meta-parameters, the rates under
+    ``lr/<name>``, and the rates' Adam as the second part of a split outer step. Its config was
+    flat, which ``TrainConfig.from_dict`` reads."""
+    old = state.get("learner")
+    if not isinstance(old, dict) or "params" not in old:
+        return state  # damaged: the checks below say so
+    meta = {**old["params"], **{"lr/" + k: v for k, v in old.get("lrs", {}).items()}}
+    outer = old.get("outer")
+    if "rate_opt" in old:
+        outer = {"main": outer, "side": old["rate_opt"]}
+    return {**state, "format": FORMAT, "learner": {"meta": meta, "outer": outer}}
+
+
+_UPGRADES["meta_rl.checkpoint/2"] = _from_format_2
 
 
 def snapshot_path(run_dir: str | Path, iteration: int) -> Path:

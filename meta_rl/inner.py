@@ -1,48 +1,48 @@
 """The inner loop: ``K`` policy-gradient steps from the meta-parameters, for all tasks at once.
 
-One function, :func:`adapt`, serves training and evaluation. Each step samples fresh episodes
-with the current per-task parameters, fits the baseline, and takes a REINFORCE step
+An :class:`InnerRule` says how one task's parameters step,
 
-    theta'_t = theta_t - lr * grad L_t(theta_t),   L_t = -mean_valid[log pi(a|s) * A]
+    theta'_t = theta_t - lr (.) grad L_t(theta_t),   L_t = -mean_valid[log pi(a|s) * A],
 
-for every task ``t`` in one backward pass: the per-task parameters are a ``[T, ...]`` expansion of
-the meta-parameters and the tasks' losses are independent, so the gradient of their sum with
-respect to the expanded parameters is each task's own gradient (``torch.func`` evaluates the
-batched policy; no per-task loop and no ``vmap`` of a gradient is needed).
+with ``lr`` a fixed number (:class:`FixedStep`: MAML, Reptile) or a learned rate per parameter
+element (:class:`LearnedRates`: Meta-SGD). A rule may learn tensors of its own; they join the
+policy's parameters in one dict of *meta-parameters*, under keys of the rule's.
 
-``lr`` is a float (MAML, Reptile) or a dict of per-element rates shaped like the parameters
-(Meta-SGD). With ``first_order=False`` the steps stay differentiable (``create_graph``), so the
-meta-gradient flows through them; the sampling distribution itself is not differentiated, as in
-the MAML paper.
+:func:`adapt` serves training and evaluation alike. Each step samples fresh episodes with the
+current per-task parameters, fits the baseline and steps every task ``t`` in one backward pass:
+the per-task parameters are a ``[T, ...]`` expansion of the meta-parameters and the tasks' losses
+are independent, so the gradient of their sum with respect to the expanded parameters is each
+task's own gradient. :func:`replay` repeats those steps on the same episodes from other
+meta-parameters (what the meta-objective differentiates). With ``first_order=False`` the steps
+stay differentiable (``create_graph``), so the meta-gradient flows through them; the sampling
+distribution itself is not differentiated, as in the MAML paper.
+
+Step sizes of later steps. Step ``k`` of ``K`` (counting from 1) takes ``lr * s_k`` with
+``s_1 = 1`` and ``s_k = later_lr_scale * later_lr_decay ** (k - 2)`` for ``k >= 2``
+(:func:`step_scales`); training uses ``s_k = 1``, and evaluation the run's ``eval`` settings.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from meta_rl.config import ReturnsConfig
 from meta_rl.episodes import Episodes
 from meta_rl.policies import Params, Policy, batch_params
 from meta_rl.returns import compute_advantages
 from meta_rl.sampling import Sampler
 
 
-class ReturnsConfig(NamedTuple):
-    """How advantages are computed from episodes."""
-
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    normalize: bool = True
-
-
 class Adaptation(NamedTuple):
     """Result of :func:`adapt`.
 
-    - ``params``: adapted per-task parameters ``[T, ...]`` (differentiable w.r.t. the
-      meta-parameters unless ``first_order``);
+    - ``params``: adapted per-task policy parameters ``[T, ...]`` (differentiable w.r.t. the
+      meta-parameters unless the steps were first-order);
     - ``episodes[k]``, ``advantages[k]``: the data of inner step ``k`` (``[T, E, H, ...]``),
       sampled with the parameters before that step.
     """
@@ -50,6 +50,77 @@ class Adaptation(NamedTuple):
     params: Params
     episodes: list[Episodes]
     advantages: list[Tensor]
+
+
+# -- inner rules -----------------------------------------------------------------------------------
+
+
+class InnerRule:
+    """How a task's parameters take one policy-gradient step: ``theta - lr (.) grad``.
+
+    ``first_order`` drops the second-order terms of meta-gradients through the step (it decides
+    ``create_graph``). Subclasses give :meth:`step_sizes`; a rule that learns tensors of its own
+    returns them from :meth:`init` (they become meta-parameters) and reports them in
+    :meth:`metrics`.
+    """
+
+    first_order: bool = False
+
+    def init(self, params: Params) -> Params:
+        """The rule's own meta-parameters for policy parameters ``params`` (none by default)."""
+        return {}
+
+    def step_sizes(self, meta: Params) -> float | Params:
+        """The step size: one number, or a tensor per policy parameter, from ``meta``."""
+        raise NotImplementedError
+
+    def metrics(self, meta: Params) -> dict[str, float]:
+        """Diagnostics of the rule's own meta-parameters, logged every iteration."""
+        return {}
+
+
+@dataclass(frozen=True)
+class FixedStep(InnerRule):
+    """MAML's (and Reptile's) rule: the same fixed step size ``lr`` for every parameter."""
+
+    lr: float
+    first_order: bool = False
+
+    def step_sizes(self, meta: Params) -> float:
+        return self.lr
+
+
+@dataclass(frozen=True)
+class LearnedRates(InnerRule):
+    """Meta-SGD's rule: a step size for every parameter element, learned with the policy.
+
+    The rates are meta-parameters under the keys ``lr/<parameter name>``, each starting at
+    ``init_lr``; the outer step moves them like any other meta-parameter. Nothing keeps them
+    positive (Meta-SGD allows a rate to change sign).
+    """
+
+    init_lr: float
+    first_order: bool = False
+    prefix = "lr/"
+
+    def init(self, params: Params) -> Params:
+        return {self.prefix + k: torch.full_like(v, self.init_lr) for k, v in params.items()}
+
+    def step_sizes(self, meta: Params) -> Params:
+        n = len(self.prefix)
+        return {k[n:]: v for k, v in meta.items() if k.startswith(self.prefix)}
+
+    def owns(self, key: str) -> bool:
+        """Whether meta-parameter ``key`` is one of the rates."""
+        return key.startswith(self.prefix)
+
+    def metrics(self, meta: Params) -> dict[str, float]:
+        rates = torch.cat([v.detach().reshape(-1) for v in self.step_sizes(meta).values()])
+        return {"lr_mean": float(rates.mean()), "lr_std": float(rates.std()),
+                "lr_min": float(rates.min()), "lr_max": float(rates.max())}
+
+
+# -- one step --------------------------------------------------------------------------------------
 
 
 def inner_loss(policy: Policy, params: Params, episodes: Episodes, advantages: Tensor) -> Tensor:
@@ -60,14 +131,8 @@ def inner_loss(policy: Policy, params: Params, episodes: Episodes, advantages: T
     return -(logp * advantages * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
 
 
-def inner_step(
-    policy: Policy,
-    params: Params,
-    episodes: Episodes,
-    advantages: Tensor,
-    lr: float | Params,
-    first_order: bool,
-) -> Params:
+def inner_step(policy: Policy, params: Params, episodes: Episodes, advantages: Tensor,
+               lr: float | Params, first_order: bool) -> Params:
     """One policy-gradient step for every task: ``[T, ...]`` params in, ``[T, ...]`` out."""
     detached = not any(p.requires_grad for p in params.values())  # evaluation: no meta-graph
     with torch.enable_grad():
@@ -87,39 +152,75 @@ def inner_step(
     return detach(new) if detached else new
 
 
+# -- K steps ---------------------------------------------------------------------------------------
+
+
 def adapt(
     policy: Policy,
-    meta_params: Params,
+    rule: InnerRule,
+    meta: Params,
     tasks: list,
     sampler: Sampler,
     steps: int,
-    lr: float | Params,
     seed: int,
-    first_order: bool = False,
     returns: ReturnsConfig = ReturnsConfig(),
-    later_lr_scale: float = 1.0,
-    later_lr_decay: float = 1.0,
+    scales: list[float] | None = None,
+    differentiable: bool = False,
 ) -> Adaptation:
-    """``steps`` inner policy-gradient steps from ``meta_params`` for each of ``tasks``.
+    """``steps`` inner steps of ``rule`` from the meta-parameters ``meta``, for each of ``tasks``.
 
-    Step ``k`` samples its episodes with seed ``seed + k``. The first step uses ``lr``; step
-    ``k >= 1`` (counting from 0) uses ``lr * later_lr_scale * later_lr_decay ** (k - 1)``
-    (:func:`step_scales`). The MAML paper evaluates with ``later_lr_scale`` 0.5: "halving the
-    learning rate after the first gradient step". Returns the adapted per-task parameters and
-    the data of every step.
+    Step ``k`` (from 0) samples its episodes with seed ``seed + k`` and takes the step size times
+    ``scales[k]`` (default 1; :func:`step_scales`). With ``differentiable`` the adapted
+    parameters keep their graph to ``meta`` (unless ``rule.first_order``); otherwise nothing is
+    differentiated through. Returns the adapted per-task parameters and the data of every step.
     """
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
-    scales = step_scales(steps, later_lr_scale, later_lr_decay)
-    params = batch_params(meta_params, len(tasks))
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}")
+    scales = [1.0] * steps if scales is None else list(scales)
+    if len(scales) < steps:
+        raise ValueError(f"{steps} inner steps need {steps} step scales, got {scales}")
+    first_order = rule.first_order or not differentiable
+    source = meta if differentiable else detach(meta)
+    params = batch_params(policy_params(policy, source), len(tasks))
+    lr = rule.step_sizes(source)
     episodes, advantages = [], []
-    for k in range(steps):
-        ep = sampler.sample(tasks, {n: p.detach() for n, p in params.items()}, seed + k)
-        adv = compute_advantages(ep, returns.gamma, returns.gae_lambda, returns.normalize)
-        params = inner_step(policy, params, ep, adv, scale_lr(lr, scales[k]), first_order)
-        episodes.append(ep)
-        advantages.append(adv)
+    with torch.set_grad_enabled(differentiable):
+        for k in range(steps):
+            ep = sampler.sample(tasks, detach(params), seed + k)
+            adv = compute_advantages(ep, returns)
+            params = inner_step(policy, params, ep, adv, scale_lr(lr, scales[k]), first_order)
+            episodes.append(ep)
+            advantages.append(adv)
     return Adaptation(params, episodes, advantages)
+
+
+def replay(policy: Policy, rule: InnerRule, meta: Params, episodes: list[Episodes],
+           advantages: list[Tensor], first_order: bool | None = None,
+           num_tasks: int | None = None) -> Params:
+    """The steps of :func:`adapt` (unscaled) taken again from ``meta`` on the same ``episodes``
+    and ``advantages``: the adapted per-task parameters as a function of the meta-parameters.
+
+    ``first_order`` defaults to the rule's. With no episodes (``K = 0``) the result is the
+    policy's parameters expanded to ``num_tasks`` tasks.
+    """
+    first_order = rule.first_order if first_order is None else first_order
+    if num_tasks is None:
+        if not episodes:
+            raise ValueError("replay with no episodes needs num_tasks")
+        num_tasks = episodes[0].num_tasks
+    params = batch_params(policy_params(policy, meta), num_tasks)
+    lr = rule.step_sizes(meta)
+    for ep, adv in zip(episodes, advantages, strict=True):
+        params = inner_step(policy, params, ep, adv, lr, first_order)
+    return params
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def policy_params(policy: Policy, meta: Params) -> Params:
+    """The policy's own parameters among the meta-parameters ``meta`` (in the policy's order)."""
+    return {k: meta[k] for k in policy.param_names}
 
 
 def check_lr_scale(value, name: str = "later_lr_scale") -> float:
@@ -127,82 +228,28 @@ def check_lr_scale(value, name: str = "later_lr_scale") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
         0 < value < math.inf
     ):
-        hint = {"later_lr_scale": "1 keeps the step size; the MAML paper's evaluation uses 0.5",
-                "later_lr_decay": "1 keeps every later step at later_lr_scale; 0.5 halves "
-                                  "each one"}.get(name, "1 changes nothing")
-        raise ValueError(f"{name} must be a number > 0, got {value!r} ({hint})")
+        raise ValueError(f"{name} must be a positive number, got {value!r} (1 keeps the step "
+                         "size; the MAML paper's evaluation halves it after the first step: "
+                         "later_lr_scale 0.5)")
     return float(value)
 
 
 def step_scales(steps: int, later_lr_scale: float = 1.0,
                 later_lr_decay: float = 1.0) -> list[float]:
-    """The step size of each of ``steps`` inner steps relative to the first:
-    ``[1, s, s*d, s*d**2, ..]`` for ``later_lr_scale`` s and ``later_lr_decay`` d."""
+    """The step size of each of ``steps`` steps relative to the first: step ``k`` (from 1) gets
+    ``1`` for ``k = 1`` and ``later_lr_scale * later_lr_decay ** (k - 2)`` after it."""
     s = check_lr_scale(later_lr_scale)
     d = check_lr_scale(later_lr_decay, "later_lr_decay")
-    return [1.0 if k == 0 else s * d ** (k - 1) for k in range(steps)]
+    return [1.0 if k == 1 else s * d ** (k - 2) for k in range(1, steps + 1)]
 
 
 def scale_lr(lr: float | Params, scale: float) -> float | Params:
-    """``scale * lr`` for a float or a dict of per-element rates."""
+    """``scale * lr`` for a number or a dict of per-element rates."""
     if scale == 1.0:
         return lr
     if isinstance(lr, dict):
         return {k: v * scale for k, v in lr.items()}
     return lr * scale
-
-
-def readapt(
-    policy: Policy,
-    meta_params: Params,
-    adaptation: Adaptation,
-    lr: float | Params,
-    first_order: bool,
-) -> Params:
-    """Repeat :func:`adapt`'s updates from new ``meta_params`` on the same episodes.
-
-    Used by TRPO's line search, which asks how a candidate meta-step changes the adapted policy
-    without resampling.
-    """
-    if adaptation.episodes:
-        num_tasks = adaptation.episodes[0].num_tasks
-    else:
-        num_tasks = next(iter(adaptation.params.values())).shape[0]
-    params = batch_params(meta_params, num_tasks)
-    for ep, adv in zip(adaptation.episodes, adaptation.advantages):
-        params = inner_step(policy, params, ep, adv, lr, first_order)
-    return params
-
-
-def step_index(horizon: int, fraction: float) -> Tensor | None:
-    """``ceil(fraction * horizon)`` evenly spaced time steps ``floor(i * horizon / n)``, or
-    ``None`` when that is every step (a subsample for TRPO's curvature products)."""
-    n = min(horizon, max(1, math.ceil(fraction * horizon)))
-    if n == horizon:
-        return None
-    return torch.arange(n) * horizon // n
-
-
-def subsample_steps(episodes: Episodes, index: Tensor) -> Episodes:
-    """The steps ``index`` of every episode (``last_obs`` unchanged). Enough to recompute a
-    loss on them; not to recompute returns (the time structure is gone)."""
-    index = index.to(episodes.obs.device)
-    return Episodes(*(x.index_select(2, index) for x in episodes[:6]), episodes.last_obs)
-
-
-def subsample_adaptation(adaptation: Adaptation, fraction: float) -> Adaptation:
-    """The same adaptation data restricted to :func:`step_index` of every episode: what
-    :func:`readapt` needs to re-run the inner loop on a ``fraction`` of the states."""
-    episodes, advantages = [], []
-    for ep, adv in zip(adaptation.episodes, adaptation.advantages):
-        index = step_index(ep.horizon, fraction)
-        if index is None:
-            episodes.append(ep)
-            advantages.append(adv)
-        else:
-            episodes.append(subsample_steps(ep, index))
-            advantages.append(adv.index_select(2, index.to(adv.device)))
-    return Adaptation(adaptation.params, episodes, advantages)
 
 
 def detach(params: Params) -> Params:

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from meta_rl.config import PolicyConfig
+
 Params = dict[str, Tensor]
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -68,6 +70,15 @@ class MLPPolicy(nn.Module):
         for layer in self.layers:  # the MAML/rllab init: Xavier-uniform weights, zero biases
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+    @property
+    def param_names(self) -> list[str]:
+        """The names of the policy's parameters, in order (the keys of its parameter dicts)."""
+        return [name for name, _ in self.named_parameters()]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[0].weight.dtype
 
     def init_params(self, generator: torch.Generator | None = None) -> Params:
         """A fresh parameter dict (leaf tensors). With ``generator``, reproducible."""
@@ -254,22 +265,27 @@ Policy = GaussianMLPPolicy | CategoricalMLPPolicy
 def make_policy(
     observation_space: gym.spaces.Space,
     action_space: gym.spaces.Space,
-    hidden: tuple[int, ...] = (100, 100),
-    activation: str = "relu",
-    init_std: float = 1.0,
+    config: PolicyConfig = PolicyConfig(),
+    dtype: torch.dtype = torch.float32,
 ) -> Policy:
-    """The policy that fits ``action_space``: Gaussian for ``Box``, categorical for ``Discrete``."""
+    """The policy that fits ``action_space`` (Gaussian for ``Box``, categorical for
+    ``Discrete``), with ``config``'s architecture, its parameters and buffers in ``dtype``."""
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(f"observations must be a flat Box, got {observation_space!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     obs_dim = observation_space.shape[0]
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return GaussianMLPPolicy(
-            obs_dim, action_space.shape[0], hidden, activation, init_std,
+        policy = GaussianMLPPolicy(
+            obs_dim, action_space.shape[0], config.hidden, config.activation, config.init_std,
             action_space.low, action_space.high,
         )
-    if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden, activation)
-    raise ValueError(f"action space must be a flat Box or Discrete, got {action_space!r}")
+    elif isinstance(action_space, gym.spaces.Discrete):
+        policy = CategoricalMLPPolicy(obs_dim, int(action_space.n), config.hidden,
+                                      config.activation)
+    else:
+        raise ValueError(f"action space must be a flat Box or Discrete, got {action_space!r}")
+    return policy.to(dtype)
 
 
 def batch_params(params: Params, num_tasks: int) -> Params:

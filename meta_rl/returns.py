@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from meta_rl.config import ReturnsConfig
 from meta_rl.episodes import Episodes
 
 
@@ -148,17 +149,17 @@ class LinearFeatureBaseline:
 
 def compute_advantages(
     episodes: Episodes,
-    gamma: float = 0.99,
-    lam: float = 1.0,
-    normalize: bool = True,
+    config: ReturnsConfig = ReturnsConfig(),
     baseline: LinearFeatureBaseline | None = None,
 ) -> Tensor:
     """Advantages ``[T, E, H]`` for ``episodes``: linear baseline fitted per task, then GAE.
 
-    With ``lam = 1`` this is the MAML paper's ``return - baseline``. With ``normalize``, each
-    task's advantages are shifted and scaled to mean 0 and std 1 over its valid steps.
+    ``config`` gives ``gamma`` and ``gae_lambda``; with ``gae_lambda = 1`` this is the MAML
+    paper's ``return - baseline``. With ``normalize_advantages``, each task's advantages are
+    shifted and scaled to mean 0 and std 1 over its valid steps.
     """
     baseline = baseline or LinearFeatureBaseline()
+    gamma, lam = config.gamma, config.gae_lambda
     ep = episodes
     with torch.no_grad():
         steps = torch.arange(ep.horizon, device=ep.obs.device).expand(ep.mask.shape)
@@ -167,7 +168,7 @@ def compute_advantages(
         values = baseline.predict(weights, ep.obs, steps)
         last_value = baseline.predict(weights, ep.last_obs, ep.lengths)
         adv = gae(ep.rewards, values, ep.mask, ep.terminated, ep.truncated, last_value, gamma, lam)
-        if normalize:
+        if config.normalize_advantages:
             adv = normalize_per_task(adv, ep.mask)
     return adv
 
@@ -178,10 +179,3 @@ def normalize_per_task(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     mean = (x * mask).sum((1, 2), keepdim=True) / count
     var = ((x - mean).pow(2) * mask).sum((1, 2), keepdim=True) / count
     return (x - mean) / (var.sqrt() + eps) * mask
-
-
-def explained_variance(values: Tensor, targets: Tensor, mask: Tensor) -> float:
-    """``1 - Var[G - V] / Var[G]`` over valid steps (1 is perfect, 0 no better than a constant)."""
-    v, g = values[mask > 0], targets[mask > 0]
-    var = g.var()
-    return float("nan") if var == 0 else float(1 - (g - v).var() / var)

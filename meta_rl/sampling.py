@@ -30,25 +30,15 @@ import torch
 from torch import Tensor
 
 from envs import TaskFamily
+from meta_rl.config import SamplingConfig
 from meta_rl.episodes import Episodes
 from meta_rl.policies import Params, Policy
 
-BATCH_UNITS = ("episodes", "steps")
 #: rounds a ``"steps"`` batch may take before the sampler gives up. After the first, a round draws
 #: enough episodes, at the mean length so far, to fill the largest remaining budget, so a batch
 #: needs few. Memory grows with the episodes a task needs: ``E x horizon`` one-step episodes
 #: would be ``E x horizon`` padded rows.
 MAX_ROUNDS = 64
-
-
-def check_batch_unit(value) -> str:
-    """``value`` if it is a known batch unit, else a ``ValueError`` that names it."""
-    if value not in BATCH_UNITS:
-        raise ValueError(
-            f"batch_unit must be 'episodes' (exactly E per task) or 'steps' (whole episodes up to "
-            f"E x horizon env steps per task, as rllab counts a batch), got {value!r}"
-        )
-    return value
 
 
 class Sampler:
@@ -154,10 +144,11 @@ def rollout(env, policy: Policy, params: Params, seed: int, stop_early: bool = F
     With ``stop_early`` the loop ends once every copy is done (a host sync per step, worth it
     only when each step is costly, as with worker processes).
     """
-    device = next(iter(params.values())).device
+    first = next(iter(params.values()))
+    device, dtype = first.device, first.dtype  # observations in the policy's dtype
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
-    obs = env.reset(seed=int(seed))
+    obs = env.reset(seed=int(seed)).to(dtype)
     horizon = env.horizon
     alive = torch.ones(obs.shape[:2], dtype=torch.bool, device=device)
     last_obs = obs
@@ -165,6 +156,7 @@ def rollout(env, policy: Policy, params: Params, seed: int, stop_early: bool = F
     for _ in range(horizon):
         action = policy.sample(params, obs, gen)
         next_obs, reward, terminated, truncated = env.step(action)
+        next_obs = next_obs.to(dtype)
         terminated = terminated & alive
         truncated = truncated & alive
         steps.append((obs, action, reward, alive, terminated, truncated))
@@ -188,13 +180,12 @@ def rollout(env, policy: Policy, params: Params, seed: int, stop_early: bool = F
 class BatchedSampler(Sampler):
     """Rollouts of a family's torch-native batched env, entirely on ``device``."""
 
-    def __init__(self, family: TaskFamily, policy: Policy, episodes_per_task: int, device="cpu",
-                 batch_unit: str = "episodes"):
+    def __init__(self, family: TaskFamily, policy: Policy, config: SamplingConfig,
+                 device="cpu"):
         if not family.batched:
             raise ValueError(f"{family.name} has no batched env; use VectorSampler")
         self.family, self.policy = family, policy
-        self.episodes_per_task = TaskFamily.check_count(episodes_per_task, "episodes_per_task")
-        self.batch_unit = check_batch_unit(batch_unit)
+        self.episodes_per_task, self.batch_unit = config.episodes, config.batch_unit
         self.device = torch.device(device)
 
     def collect(self, tasks: list, params: Params, seed: int, episodes: int) -> Episodes:
@@ -230,20 +221,12 @@ class _TensorView:
 class VectorSampler(Sampler):
     """Rollouts of ``T x E`` Gymnasium envs (one task each) stepped in worker processes."""
 
-    def __init__(
-        self,
-        family: TaskFamily,
-        policy: Policy,
-        episodes_per_task: int,
-        device="cpu",
-        num_workers: int | None = None,
-        batch_unit: str = "episodes",
-    ):
+    def __init__(self, family: TaskFamily, policy: Policy, config: SamplingConfig, device="cpu",
+                 num_workers: int | None = None):
         from meta_rl.vector import TaskVectorEnv
 
         self.family, self.policy = family, policy
-        self.episodes_per_task = TaskFamily.check_count(episodes_per_task, "episodes_per_task")
-        self.batch_unit = check_batch_unit(batch_unit)
+        self.episodes_per_task, self.batch_unit = config.episodes, config.batch_unit
         self.device = torch.device(device)
         self.vec = TaskVectorEnv(family, num_workers=num_workers)
 
@@ -266,15 +249,11 @@ class VectorSampler(Sampler):
         self.vec.close()
 
 
-def make_sampler(
-    family: TaskFamily,
-    policy: Policy,
-    episodes_per_task: int,
-    device="cpu",
-    num_workers: int | None = None,
-    batch_unit: str = "episodes",
-) -> Sampler:
-    """The batched sampler where the family has one, else the worker-process vector sampler."""
+def make_sampler(family: TaskFamily, policy: Policy, config: SamplingConfig = SamplingConfig(),
+                 device="cpu", num_workers: int | None = None) -> Sampler:
+    """The batched sampler where the family has one, else the worker-process vector sampler
+    (``num_workers`` steppers; default one per CPU core). ``config`` gives the episodes per task
+    and the batch unit; ``meta_batch`` is the caller's (the sampler takes any list of tasks)."""
     if family.batched:
-        return BatchedSampler(family, policy, episodes_per_task, device, batch_unit)
-    return VectorSampler(family, policy, episodes_per_task, device, num_workers, batch_unit)
+        return BatchedSampler(family, policy, config, device)
+    return VectorSampler(family, policy, config, device, num_workers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import yaml
 
@@ -32,10 +32,11 @@ import envs
 from meta_rl.algorithms import MetaLearner, make_learner
 from meta_rl.checkpoint import (CHECKPOINT, load_checkpoint, model_dir, save_checkpoint,
                                 snapshot_iterations, snapshot_path)
-from meta_rl.config import RUNTIME_FIELDS, TrainConfig
+from meta_rl.config import RunConfig, TrainConfig
 from meta_rl.outer import NonFiniteError
 from meta_rl.policies import Policy, make_policy
 from meta_rl.sampling import Sampler, make_sampler
+from meta_rl.seeding import iteration_seed
 
 
 METRICS = "metrics.jsonl"
@@ -66,25 +67,16 @@ class Setup:
         self.sampler.close()
 
 
-def iteration_seed(seed: int, iteration: int) -> int:
-    """A well-mixed 31-bit seed for iteration ``iteration`` of a run seeded ``seed``."""
-    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0] >> 1)
-
-
 def build(config: TrainConfig, device: torch.device | None = None) -> Setup:
     """Build family, policy (initialised from ``config.seed``), sampler and learner."""
-    device = device or config.resolved_device()
+    device = device or config.run.torch_device()
     family = envs.make(config.env, **config.env_kwargs)
-    policy = make_policy(
-        family.observation_space, family.action_space, config.hidden, config.activation,
-        config.init_std,
-    )
+    policy = make_policy(family.observation_space, family.action_space, config.policy)
     gen = torch.Generator().manual_seed(config.seed)
     params = {k: v.to(device) for k, v in policy.init_params(gen).items()}
     policy.to(device)
-    sampler = make_sampler(family, policy, config.episodes, device, config.num_workers,
-                           config.batch_unit)
-    learner = make_learner(config.algo, policy, sampler, config.algo_config, params)
+    sampler = make_sampler(family, policy, config.sampling, device, config.run.num_workers)
+    learner = make_learner(config, policy, sampler, params)
     return Setup(config, family, policy, sampler, learner, device)
 
 
@@ -175,15 +167,16 @@ class Trainer:
                 "replace it with overwrite=True (CLI: --force), or choose another directory"
             )
         self.callbacks = list(callbacks or [])
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
+        if config.run.threads is not None:
+            torch.set_num_threads(config.run.threads)
         self.setup = build(config)
         self.iteration = 0
         self.totals = {"env_steps": 0, "wall_s": 0.0}
         self._writer = None
 
     #: config fields a resumed run may change: its length, and how (not what) it computes
-    RESUMABLE = ("iterations", *(f for f in RUNTIME_FIELDS if f != "device"))
+    RESUMABLE = ("iterations", *(f.name for f in dataclasses.fields(RunConfig)
+                                 if f.name != "device"))
 
     @classmethod
     def resume(cls, out: str | Path, callbacks=None, **overrides) -> "Trainer":
@@ -199,7 +192,7 @@ class Trainer:
                              f"(only {', '.join(cls.RESUMABLE)} can)")
         path = Path(out) / CHECKPOINT
         state = load_checkpoint(path)
-        config = TrainConfig.from_dict({**state["config"], **overrides})
+        config = TrainConfig.from_dict(state["config"]).replace(**overrides)
         check_revision(state, path)
         trainer = cls(config, out, callbacks, overwrite=True)
         restore_learner(trainer.setup.learner, state, path)
@@ -224,7 +217,7 @@ class Trainer:
             while self.iteration < c.iterations:
                 i = self.iteration
                 seed = iteration_seed(c.seed, i)
-                tasks = family.sample_tasks(c.meta_batch, seed=seed)
+                tasks = family.sample_tasks(c.sampling.meta_batch, seed=seed)
                 good = copy.deepcopy(learner.state_dict())
                 start = time.perf_counter()
                 try:
@@ -253,7 +246,7 @@ class Trainer:
                     self._log(record)  # before counting the iteration: a resume truncates to it
                     self.iteration, self.totals, good = i + 1, totals, None
                 self._snapshot()  # first: a checkpoint never gets ahead of a snapshot it should have
-                if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
+                if self.iteration % c.run.checkpoint_every == 0 or self.iteration == c.iterations:
                     self._checkpoint()
         except KeyboardInterrupt:
             # Interrupted mid-iteration: the learner may be half-updated; keep the last whole one.
@@ -338,7 +331,7 @@ class Trainer:
 
     def _snapshot(self) -> None:
         """Keep this iteration's model if ``keep_every`` asks for it and it is not kept yet."""
-        every = self.config.keep_every
+        every = self.config.run.keep_every
         if self.out is None or not every or self.iteration == 0 or self.iteration % every:
             return
         path = snapshot_path(self.out, self.iteration)

@@ -210,10 +210,11 @@ class PhaseTimer:
 
 def profile_learner(setup, timer: PhaseTimer) -> Callable[[], None]:
     """Wrap the phases of ``setup``'s meta-iteration with ``timer``; returns an undo function."""
-    from meta_rl import outer
+    from meta_rl import algorithms, objective
 
-    patched = [(outer.MetaObjective, name, getattr(outer.MetaObjective, name))
-               for name in ("__init__", "fisher_hvp", "at")]
+    patched = [(objective.MetaObjective, name, getattr(objective.MetaObjective, name))
+               for name in ("surrogate", "fisher_hvp", "at")]
+    patched += [(algorithms, "adapt", algorithms.adapt)]
     learner = setup.learner
 
     def timed_products(hvp):
@@ -227,20 +228,19 @@ def profile_learner(setup, timer: PhaseTimer) -> Callable[[], None]:
         return product
 
     timer.wrap(setup.sampler, "sample", "sampling (inner + validation)")
-    timer.wrap(learner, "adapt", "inner loop incl. its sampling")
-    if hasattr(learner, "_inner_kl"):
-        timer.wrap(learner, "_inner_kl", "inner-KL metric")
-    timer.wrap(learner, "outer_step", "outer step (total)")
-    timer.wrap(outer.MetaObjective, "__init__", "outer: forward on validation states")
-    timer.wrap(outer.MetaObjective, "fisher_hvp", "outer: curvature setup",
+    timer.wrap(algorithms, "adapt", "inner loop incl. its sampling")
+    timer.wrap(learner, "_inner_kl", "inner-KL metric")
+    timer.wrap(learner.outer, "step", "outer step (total)")
+    timer.wrap(objective.MetaObjective, "surrogate", "outer: surrogate on validation states")
+    timer.wrap(objective.MetaObjective, "fisher_hvp", "outer: curvature setup",
                on_result=timed_products)
-    timer.wrap(outer.MetaObjective, "at", "outer: line-search candidates")
+    timer.wrap(objective.MetaObjective, "at", "outer: line-search candidates")
 
     def undo():
         for owner, name, value in patched:
             setattr(owner, name, value)
-        for obj, name in ((setup.sampler, "sample"), (learner, "adapt"),
-                          (learner, "_inner_kl"), (learner, "outer_step")):
+        for obj, name in ((setup.sampler, "sample"), (learner, "_inner_kl"),
+                          (learner.outer, "step")):
             obj.__dict__.pop(name, None)
 
     return undo
@@ -249,7 +249,8 @@ def profile_learner(setup, timer: PhaseTimer) -> Callable[[], None]:
 def time_meta(config, iterations: int, device: str, profile: bool = False):
     """Seconds of each of ``iterations`` meta-iterations after a warm-up one, as the trainer
     runs them; plus env steps per iteration, sampler seconds/steps and (``profile``) phases."""
-    from meta_rl.trainer import build, iteration_seed
+    from meta_rl.seeding import iteration_seed
+    from meta_rl.trainer import build
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     setup = build(config, torch.device(device))
@@ -275,7 +276,7 @@ def time_meta(config, iterations: int, device: str, profile: bool = False):
                 timer.reset()
                 sampled.update(seconds=0.0, steps=0)
             seed = iteration_seed(config.seed, i)
-            tasks = setup.family.sample_tasks(config.meta_batch, seed=seed)
+            tasks = setup.family.sample_tasks(config.sampling.meta_batch, seed=seed)
             sync()
             start = time.perf_counter()
             metrics = setup.learner.meta_step(tasks, seed)
@@ -297,14 +298,14 @@ def time_meta(config, iterations: int, device: str, profile: bool = False):
 def policy_pass_times(setup, tasks: list, seed: int, sync) -> dict[str, float]:
     """Best-of-5 seconds of one policy forward, and of a forward+backward (the inner loop's
     REINFORCE gradient), over the ``T x E x H`` states of one sampling: the units of the floor."""
-    from meta_rl.inner import inner_loss
+    from meta_rl.inner import detach, inner_loss, policy_params
     from meta_rl.policies import batch_params
     from meta_rl.returns import compute_advantages
 
-    learner = setup.learner
-    params = batch_params({k: v.detach() for k, v in learner.params.items()}, len(tasks))
+    meta = detach(setup.learner.meta)
+    params = batch_params(policy_params(setup.policy, meta), len(tasks))
     episodes = setup.sampler.sample(tasks, params, seed)
-    adv = compute_advantages(episodes, *learner.config.returns)
+    adv = compute_advantages(episodes, setup.config.returns)
     leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
 
     def forward():
@@ -339,7 +340,7 @@ def run_meta(args: argparse.Namespace) -> int:
     if args.fisher_fraction is not None:
         base["fisher_fraction"] = args.fisher_fraction
     try:  # the config's own checks (fisher_fraction in (0, 1], ...) before anything runs
-        TrainConfig(**base)
+        TrainConfig.from_dict(base)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -359,7 +360,7 @@ def run_meta(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads or default_threads)
         for tasks in args.tasks:
             for algo in args.algos:
-                config = TrainConfig(**base, meta_batch=tasks, **META_ALGOS[algo])
+                config = TrainConfig.from_dict({**base, "meta_batch": tasks, **META_ALGOS[algo]})
                 profile = args.profile and algo == args.algos[0]
                 times, steps, _, timer = time_meta(config, args.iterations, args.device, profile)
                 best, median = min(times), float(np.median(times))
@@ -402,8 +403,9 @@ def profile_table(algo, tasks, threads, median, timer: PhaseTimer, iterations: i
 def cheetah_table(args: argparse.Namespace, base: dict) -> Table:
     from meta_rl.config import TrainConfig
 
-    config = TrainConfig(**{**base, "env": "HalfCheetahVel", "episodes": args.cheetah_episodes,
-                            "meta_batch": args.cheetah_tasks}, **META_ALGOS["maml"])
+    config = TrainConfig.from_dict({**base, "env": "HalfCheetahVel",
+                                    "episodes": args.cheetah_episodes,
+                                    "meta_batch": args.cheetah_tasks, **META_ALGOS["maml"]})
     torch.set_num_threads(args.cheetah_threads or torch.get_num_threads())
     times, steps, sampled, _ = time_meta(config, args.cheetah_iterations, args.device)
     raw = half_cheetah_rate(repeats=3)

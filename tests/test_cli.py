@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from meta_rl.checkpoint import load_checkpoint
-from meta_rl.cli import load_yaml_config, main, preset_names
+from meta_rl.cli import main
+from meta_rl.presets import load_yaml_config, preset_names
 from meta_rl.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,20 +50,20 @@ def trained(tmp_path_factory) -> Path:
 BAD_TRAIN = {
     "unknown env": (["--env", "NoSuchFamily"], "unknown task family 'NoSuchFamily'"),
     "unknown module path": (["--env", "no_such_module:Fam"], "cannot import module"),
-    "unknown algo": (["--algo", "maml2"], "invalid choice: 'maml2'"),
+    "unknown algo": (["--algo", "maml2"], "algo must be one of maml, metasgd, reptile, got 'maml2'"),
     "unknown preset": (["--preset", "nav-nope"], "unknown preset 'nav-nope'"),
-    "zero iterations": (["--iterations", "0"], "--iterations: must be a positive integer"),
-    "negative lr": (["--inner-lr", "-0.1"], "--inner-lr: must be a positive number"),
-    "zero tasks": (["--meta-batch", "0"], "--meta-batch: must be a positive integer"),
-    "zero episodes": (["--episodes", "0"], "--episodes: must be a positive integer"),
-    "malformed hidden": (["--hidden", "64,x"], "comma-separated positive integers"),
+    "zero iterations": (["--iterations", "0"], "iterations must be a positive integer"),
+    "negative lr": (["--inner-lr", "-0.1"], "inner_lr must be a positive number"),
+    "zero tasks": (["--meta-batch", "0"], "meta_batch must be a positive integer"),
+    "zero episodes": (["--episodes", "0"], "episodes must be a positive integer"),
+    "malformed hidden": (["--hidden", "64,x"], "hidden must be a list of positive layer sizes"),
     "outer that does not fit": (["--algo", "reptile", "--outer", "trpo"], "does not fit algo"),
     "missing yaml": (["--config", "nowhere.yaml"], "does not exist"),
-    "unknown batch unit": (["--batch-unit", "frames"], "invalid choice: 'frames'"),
-    "lambda above 1": (["--gae-lambda", "1.5"], "--gae-lambda: must be a number in [0, 1]"),
-    "negative discount": (["--gamma", "-0.1"], "--gamma: must be a number in [0, 1]"),
+    "unknown batch unit": (["--batch-unit", "frames"], "batch_unit must be one of episodes, steps"),
+    "lambda above 1": (["--gae-lambda", "1.5"], "gae_lambda must be a number in [0, 1]"),
+    "negative discount": (["--gamma", "-0.1"], "gamma must be a number in [0, 1]"),
     "rate lr without learned rates": (["--rate-lr", "0.001"], "rate_lr is for algo metasgd"),
-    "zero rate lr": (["--algo", "metasgd", "--rate-lr", "0"], "--rate-lr: must be a positive"),
+    "zero rate lr": (["--algo", "metasgd", "--rate-lr", "0"], "rate_lr must be a positive"),
     "metasgd without an inner step": (["--algo", "metasgd", "--inner-steps", "0"],
                                       "metasgd needs inner_steps >= 1"),
 }
@@ -148,7 +149,7 @@ def test_damaged_checkpoint_is_one_line(trained, tmp_path, capsys):
                               "has the retired format meta_rl.checkpoint/1")):
         torch.save(broken, tmp_path / "checkpoint.pt")
         for argv in (["train", "--resume", str(tmp_path), "--iterations", "9"],
-                     ["evaluate", str(tmp_path), "--baselines", "meta"]):
+                     ["evaluate", str(tmp_path), "--methods", "meta"]):
             assert main(argv) == 2
             assert_one_line_error(capsys.readouterr().err, expected)
 
@@ -199,7 +200,7 @@ def test_resume_refuses_a_run_of_another_revision_of_its_family(trained, tmp_pat
     assert snapshot(old) == before
     # evaluating it is allowed (on today's tasks), with a warning and a note under the table
     assert main(["evaluate", str(old), "--tasks", "2", "--steps", "1", "--episodes", "2",
-                 "--baselines", "meta"]) == 0
+                 "--methods", "meta"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "warning:" in out and "trained on Navigation2D revision 1" in out
     assert "note: the model was trained on revision 1 of Navigation2D" in out
@@ -230,9 +231,26 @@ def test_flags_override_preset(tmp_path):
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["algo"] == "metasgd" and saved["iterations"] == 1 and saved["meta_batch"] == 3
-    assert saved["gamma"] == 0.95 and saved["gae_lambda"] == 0.9
-    assert saved["max_kl"] == 0.01 and saved["env_kwargs"] == {"horizon": 10}
+    assert saved["algo"] == "metasgd" and saved["iterations"] == 1
+    assert saved["sampling"]["meta_batch"] == 3
+    assert saved["returns"]["gamma"] == 0.95 and saved["returns"]["gae_lambda"] == 0.9
+    assert saved["trpo"]["max_kl"] == 0.01 and saved["env_kwargs"] == {"horizon": 10}
+
+
+def test_env_kwargs_flags_add_to_the_presets(tmp_path):
+    """--horizon and --frame-skip set one key each of the preset's env_kwargs (issue: the README
+    named --frame-skip, which train did not have)."""
+    from meta_rl.cli import build_parser
+    from meta_rl.flags import given
+    from meta_rl.presets import resolve
+
+    args = build_parser().parse_args(["train", "--preset", "halfcheetahdir-maml",
+                                      "--frame-skip", "1"])
+    config = resolve(args.preset, given(args))
+    assert config.env_kwargs == {"horizon": 200, "frame_skip": 1}
+    args = build_parser().parse_args(["train", "--env-kwargs", "horizon=7,frame_skip=2",
+                                      "--horizon", "9"])
+    assert resolve(None, given(args)).env_kwargs == {"horizon": 9, "frame_skip": 2}
 
 
 @pytest.mark.parametrize("algo", ["maml", "metasgd", "reptile", "metasgd --rate-lr 0.01"])
@@ -248,10 +266,10 @@ def test_resume_equals_uninterrupted_run(algo, tmp_path):
         r.pop("wall_s")
     assert a == b
     la, lb = load_checkpoint(whole)["learner"], load_checkpoint(split)["learner"]
-    for key in ("params", "lrs"):  # Meta-SGD's learned rates too
-        assert all(torch.equal(la[key][k], lb[key][k]) for k in la.get(key, {}))
-    if "rate_opt" in la:  # and the rates' own Adam state
-        sa, sb = la["rate_opt"]["state"], lb["rate_opt"]["state"]
+    assert la["meta"].keys() == lb["meta"].keys()  # Meta-SGD's learned rates too
+    assert all(torch.equal(la["meta"][k], lb["meta"][k]) for k in la["meta"])
+    if "--rate-lr" in algo:  # and the rates' own Adam state
+        sa, sb = la["outer"]["side"]["state"], lb["outer"]["side"]["state"]
         assert sa.keys() == sb.keys() and all(
             torch.equal(sa[i][name], sb[i][name]) for i in sa for name in sa[i])
 
@@ -317,12 +335,12 @@ def test_evaluate_writes_json_png_and_table(trained, capsys):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--tasks", "0"], "--tasks: must be a positive integer"),
-    (["--episodes", "-1"], "--episodes: must be a positive integer"),
-    (["--steps", "x"], "--steps: must be an integer >= 0"),
-    (["--baselines", "meta,magic"], "--baselines: unknown evaluation method(s) 'magic'"),
-    (["--later-lr-decay", "0"], "--later-lr-decay: must be a positive number"),
-    (["--batch-unit", "frames"], "invalid choice: 'frames'"),
+    (["--tasks", "0"], "tasks must be a positive integer"),
+    (["--episodes", "-1"], "episodes must be a positive integer"),
+    (["--steps", "x"], "steps must be an integer >= 0"),
+    (["--methods", "meta,magic"], "methods must be a comma-separated list of meta, random, pretrained, ppo"),
+    (["--later-lr-decay", "0"], "later_lr_decay must be a positive number"),
+    (["--batch-unit", "frames"], "batch_unit must be one of episodes, steps"),
     (["--out", str(ROOT / "README.md")], "is a file; give a folder"),
 ])
 def test_bad_evaluate_input_is_one_line(flags, expected, trained, capsys):
@@ -338,7 +356,7 @@ def test_evaluate_out_keeps_the_runs_own_evaluation(trained, tmp_path, capsys):
     before = snapshot(trained)
     other = tmp_path / "steps-eval"
     assert main(["evaluate", str(trained), "--tasks", "2", "--steps", "3", "--episodes", "2",
-                 "--baselines", "meta", "--batch-unit", "steps", "--later-lr-scale", "0.5",
+                 "--methods", "meta", "--batch-unit", "steps", "--later-lr-scale", "0.5",
                  "--later-lr-decay", "0.5", "--out", str(other)]) == 0
     assert snapshot(trained) == before
     result = json.loads((other / "eval.json").read_text())
@@ -358,7 +376,7 @@ def test_paths_that_look_like_rich_markup_are_printed_as_they_are(tmp_path, caps
     out = printed()
     assert f"runwrittento{run}" in out and f"out{run}" in out
     assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "1",
-                 "--baselines", "meta"]) == 0
+                 "--methods", "meta"]) == 0
     assert f"wrote{run / 'eval.json'}" in printed()
 
 
@@ -373,7 +391,7 @@ def test_keep_every_and_evaluate_a_kept_iteration(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--iterations", "3", *TINY, "--keep-every", "2", "--out", str(out)]) == 0
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["iteration-000002.pt"]
-    sizes = ["--tasks", "2", "--steps", "1", "--episodes", "2", "--baselines", "meta"]
+    sizes = ["--tasks", "2", "--steps", "1", "--episodes", "2", "--methods", "meta"]
     assert main(["evaluate", str(out), *sizes]) == 0
     before = snapshot(out)
     assert main(["evaluate", str(out), *sizes, "--iteration", "2"]) == 0

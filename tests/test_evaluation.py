@@ -13,14 +13,15 @@ import torch
 from rich.console import Console
 
 import envs
-from meta_rl import evaluation
+from meta_rl import stats
+from meta_rl.baselines import pretrained_config
 from meta_rl.checkpoint import load_checkpoint, save_checkpoint
-from meta_rl.config import TrainConfig
-from meta_rl.evaluation import (
-    METHODS, eval_seeds, evaluate, load_eval, mean_ci95, pretrained_config, training_seeds,
-)
+from meta_rl.config import METHODS, TrainConfig
+from meta_rl.evaluation import evaluate, load_eval
 from meta_rl.report import eval_table, plot_training, print_eval, write_eval
-from meta_rl.trainer import Trainer, iteration_seed
+from meta_rl.seeding import eval_seeds, iteration_seed, training_seeds
+from meta_rl.stats import mean_ci95
+from meta_rl.trainer import Trainer
 
 HORIZON = 20
 SIZES = {"tasks": 6, "steps": 2, "episodes": 4}
@@ -30,7 +31,7 @@ PPO_TASKS = 2
 def tiny_config(**overrides) -> TrainConfig:
     base = dict(env="Navigation2D", algo="maml", meta_batch=4, episodes=4, hidden=(16, 16),
                 iterations=3, seed=0, device="cpu", env_kwargs={"horizon": HORIZON})
-    return TrainConfig(**{**base, **overrides})
+    return TrainConfig.from_dict({**base, **overrides})
 
 
 def train(config: TrainConfig, out) -> None:
@@ -117,8 +118,9 @@ def test_held_out_tasks_differ_from_every_training_iteration(run, first):
     # the run's iterations and the pretrained baseline's (3 * (1 + 1))
     trained = {
         task
-        for i in range(config.iterations * (config.inner_steps + 1))
-        for task in family.sample_tasks(config.meta_batch, seed=iteration_seed(config.seed, i))
+        for i in range(config.iterations * (config.inner.inner_steps + 1))
+        for task in family.sample_tasks(config.sampling.meta_batch,
+                                        seed=iteration_seed(config.seed, i))
     }
     assert not trained & set(result.tasks)
     assert result.task_seed not in training_seeds(config)
@@ -148,14 +150,13 @@ def test_later_lr_scale_changes_only_the_steps_after_the_first(run, first):
     assert "0.5× the step size" in eval_table(half).caption
 
     state = load_checkpoint(run)
-    config = TrainConfig.from_dict({"episodes": SIZES["episodes"]}, base=TrainConfig.from_dict(
-        state["config"]))
+    config = TrainConfig.from_dict(state["config"]).replace(episodes=SIZES["episodes"])
     setup = build(config)
     try:
-        params = batch_params(state["learner"]["params"], SIZES["tasks"])
-        for k, lr in enumerate([config.inner_lr, 0.5 * config.inner_lr]):
+        params = batch_params(state["learner"]["meta"], SIZES["tasks"])
+        for k, lr in enumerate([config.inner.inner_lr, 0.5 * config.inner.inner_lr]):
             ep = setup.sampler.sample(half.tasks, params, half.rollout_seed + k)
-            adv = compute_advantages(ep, config.gamma, config.gae_lambda, True)
+            adv = compute_advantages(ep, config.returns)
             params = inner_step(setup.policy, params, ep, adv, lr, first_order=True)
         final = setup.sampler.sample(half.tasks, params, half.rollout_seed + 2)
     finally:
@@ -169,7 +170,7 @@ def test_step_scales():
 
     assert step_scales(4, 0.5, 0.5) == [1.0, 0.5, 0.25, 0.125]
     assert step_scales(3) == [1.0, 1.0, 1.0] and step_scales(0) == []
-    with pytest.raises(ValueError, match="later_lr_decay must be a number > 0"):
+    with pytest.raises(ValueError, match="later_lr_decay must be a positive number"):
         step_scales(2, 0.5, 0.0)
 
 
@@ -204,9 +205,9 @@ def test_eval_seeds_skip_reserved_words():
 def test_mean_ci95_by_hand(monkeypatch):
     mean, half = mean_ci95([1.0, 2.0, 3.0])  # std 1, n 3
     assert mean == 2.0
-    if evaluation._t_quantile() is not None:
+    if stats._t_distribution() is not None:
         assert half == pytest.approx(4.302652729911275 / math.sqrt(3))
-    monkeypatch.setattr(evaluation, "_t_quantile", lambda: None)
+    monkeypatch.setattr(stats, "_t_distribution", lambda: None)
     assert mean_ci95([1.0, 2.0, 3.0])[1] == pytest.approx(1.96 / math.sqrt(3))
     mean, ci = mean_ci95([5.0])
     assert mean == 5.0 and math.isnan(ci)
@@ -215,11 +216,12 @@ def test_mean_ci95_by_hand(monkeypatch):
 def test_pretrained_config_spends_the_same_env_steps():
     config = tiny_config(inner_steps=2, algo="reptile", iterations=10)
     pre = pretrained_config(config, 7)
-    assert (pre.algo, pre.inner_steps, pre.iterations, pre.outer_name) == ("maml", 0, 21, "trpo")
-    assert pre.inner_lr == config.inner_lr and pre.seed == config.seed
+    assert (pre.algo, pre.inner.inner_steps, pre.iterations, pre.outer_name) == (
+        "maml", 0, 21, "trpo")
+    assert pre.inner.inner_lr == config.inner.inner_lr and pre.seed == config.seed
     assert pretrained_config(tiny_config(outer="adam"), 3).outer_name == "adam"
     # a run that keeps snapshots does not make its baseline keep any
-    assert pretrained_config(tiny_config(keep_every=2), 3).keep_every == 0
+    assert pretrained_config(tiny_config(keep_every=2), 3).run.keep_every == 0
 
 
 def test_stale_pretrained_cache_is_retrained_and_interrupted_one_resumed(run, first, tmp_path):
@@ -228,7 +230,7 @@ def test_stale_pretrained_cache_is_retrained_and_interrupted_one_resumed(run, fi
     ckpt = copy / "pretrained" / "checkpoint.pt"
     state = load_checkpoint(ckpt)
     want = dict(state["config"])
-    save_checkpoint(ckpt, {**state, "config": {**want, "inner_lr": 0.5}})
+    save_checkpoint(ckpt, {**state, "config": {**want, "inner": {**want["inner"], "inner_lr": 0.5}}})
     result = evaluate(copy, **SIZES, methods=["pretrained"])
     assert result.methods["pretrained"].extra["cached"] is False
     assert load_checkpoint(ckpt)["config"] == want
@@ -300,18 +302,18 @@ def test_a_model_of_another_revision_is_evaluated_with_a_warning_on_record(run, 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"tasks": 0}, "tasks must be an integer >= 1, got 0"),
+        ({"tasks": 0}, "tasks must be a positive integer, got 0"),
         ({"tasks": 2.5}, "tasks must be"),
-        ({"episodes": -1}, "episodes must be an integer >= 1, got -1"),
+        ({"episodes": -1}, "episodes must be a positive integer, got -1"),
         ({"steps": -1}, "steps must be an integer >= 0, got -1"),
-        ({"methods": ["meta", "maml"]}, "unknown evaluation method.*'maml'.*choose from"),
-        ({"methods": []}, "no evaluation method"),
-        ({"seed": -3}, "seed must be an integer >= 0, got -3"),
-        ({"ppo_tasks": 0}, "ppo_tasks must be an integer >= 1"),
-        ({"later_lr_scale": 0}, "later_lr_scale must be a number > 0, got 0"),
-        ({"later_lr_scale": float("nan")}, "later_lr_scale must be a number > 0"),
-        ({"later_lr_decay": -1}, "later_lr_decay must be a number > 0, got -1"),
-        ({"batch_unit": "frames"}, "batch_unit must be 'episodes'.*got 'frames'"),
+        ({"methods": ["meta", "maml"]}, "methods must be a comma-separated list of meta, random"),
+        ({"methods": []}, "methods must be a comma-separated list"),
+        ({"seed": -3}, r"seed must be an integer >= 0 \(or null for none\), got -3"),
+        ({"ppo_tasks": 0}, "ppo_tasks must be a positive integer"),
+        ({"later_lr_scale": 0}, "later_lr_scale must be a positive number, got 0"),
+        ({"later_lr_scale": float("nan")}, "later_lr_scale must be a positive number"),
+        ({"later_lr_decay": -1}, "later_lr_decay must be a positive number, got -1"),
+        ({"batch_unit": "frames"}, "batch_unit must be one of episodes, steps.*got 'frames'"),
         ({"iteration": -1}, "iteration must be an integer >= 0, got -1"),
     ],
 )

@@ -18,9 +18,9 @@ SETTINGS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_navigation_post_adaptation_return_improves(name):
-    config = TrainConfig(env="Navigation2D", meta_batch=10, episodes=10, hidden=(64, 64),
-                         iterations=25, fisher_fraction=0.2, seed=0, device="cpu",
-                         **SETTINGS[name])
+    config = TrainConfig.from_dict(dict(env="Navigation2D", meta_batch=10, episodes=10,
+                                         hidden=(64, 64), iterations=25, fisher_fraction=0.2,
+                                         seed=0, device="cpu", **SETTINGS[name]))
     trainer = Trainer(config)
     try:
         history = trainer.train()

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
+from meta_rl.config import PolicyConfig
 from meta_rl.policies import (
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
@@ -85,9 +86,9 @@ def test_make_policy_picks_by_action_space_and_rejects_others():
     with pytest.raises(ValueError, match="action space"):
         make_policy(box, gym.spaces.MultiBinary(3))
     with pytest.raises(ValueError, match="hidden"):
-        make_policy(box, gym.spaces.Discrete(2), hidden=(0,))
+        make_policy(box, gym.spaces.Discrete(2), PolicyConfig(hidden=(0,)))
     with pytest.raises(ValueError, match="activation"):
-        make_policy(box, gym.spaces.Discrete(2), activation="gelu")
+        make_policy(box, gym.spaces.Discrete(2), PolicyConfig(activation="gelu"))
 
 
 def test_init_params_reproducible_with_generator():
@@ -103,9 +104,9 @@ def test_gaussian_is_relative_to_the_action_box():
     """Mean and spread scale with the box; log-prob gradients equal those in unit coordinates."""
     obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
     box = gym.spaces.Box(np.array([-0.1, 1.0], np.float32), np.array([0.1, 3.0], np.float32))
-    scaled = make_policy(obs_space, box, hidden=(6,), init_std=0.5)
-    unit = make_policy(obs_space, gym.spaces.Box(-1, 1, (2,), np.float32), hidden=(6,),
-                       init_std=0.5)
+    scaled = make_policy(obs_space, box, PolicyConfig(hidden=(6,), init_std=0.5))
+    unit = make_policy(obs_space, gym.spaces.Box(-1, 1, (2,), np.float32),
+                       PolicyConfig(hidden=(6,), init_std=0.5))
     params = perturbed(scaled.init_params(torch.Generator().manual_seed(0)), T=2)
     obs = torch.randn(2, 5, 3)
     ds, du = scaled.dist(params, obs), unit.dist(params, obs)

@@ -7,20 +7,21 @@ import pytest
 import torch
 
 import envs
+from meta_rl.config import PolicyConfig, SamplingConfig
 from meta_rl.policies import batch_params, make_policy
 from meta_rl.sampling import BatchedSampler, VectorSampler, make_sampler
 
 
 def setup(name="Navigation2D", T=3, E=4, **kw):
     family = envs.make(name, **kw)
-    policy = make_policy(family.observation_space, family.action_space, hidden=(16,))
+    policy = make_policy(family.observation_space, family.action_space, PolicyConfig(hidden=(16,)))
     params = batch_params(policy.init_params(torch.Generator().manual_seed(0)), T)
     return family, policy, params, family.sample_tasks(T, seed=1)
 
 
 def test_batched_episodes_have_documented_shapes_and_flags():
     family, policy, params, tasks = setup(horizon=30)
-    ep = BatchedSampler(family, policy, 4).sample(tasks, params, seed=0)
+    ep = BatchedSampler(family, policy, SamplingConfig(episodes=4)).sample(tasks, params, seed=0)
     assert ep.obs.shape == (3, 4, 30, 2) and ep.actions.shape == (3, 4, 30, 2)
     assert ep.rewards.shape == ep.mask.shape == ep.terminated.shape == (3, 4, 30)
     assert ep.last_obs.shape == (3, 4, 2)
@@ -35,7 +36,7 @@ def test_batched_episodes_have_documented_shapes_and_flags():
 
 def test_same_seed_same_episodes_and_tasks_differ():
     family, policy, params, tasks = setup()
-    s = BatchedSampler(family, policy, 4)
+    s = BatchedSampler(family, policy, SamplingConfig(episodes=4))
     a, b = s.sample(tasks, params, seed=5), s.sample(tasks, params, seed=5)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     c = s.sample(tasks, params, seed=6)
@@ -46,8 +47,8 @@ def test_same_seed_same_episodes_and_tasks_differ():
 def test_vector_sampler_equals_batched_sampler():
     """Same tasks, same seeds: the worker-process Gymnasium path reproduces the batched one."""
     family, policy, params, tasks = setup(horizon=25)
-    batched = BatchedSampler(family, policy, 4).sample(tasks, params, seed=3)
-    vec = VectorSampler(family, policy, 4, num_workers=2)
+    batched = BatchedSampler(family, policy, SamplingConfig(episodes=4)).sample(tasks, params, seed=3)
+    vec = VectorSampler(family, policy, SamplingConfig(episodes=4), num_workers=2)
     try:
         vector = vec.sample(tasks, params, seed=3)
         vector_again = vec.sample(tasks, params, seed=3)  # envs reused with tasks switched
@@ -61,12 +62,12 @@ def test_vector_sampler_equals_batched_sampler():
 def test_sampler_rejects_unbatched_params():
     family, policy, params, tasks = setup()
     with pytest.raises(ValueError, match="leading dim"):
-        BatchedSampler(family, policy, 2).sample(tasks, policy.init_params(), seed=0)
+        BatchedSampler(family, policy, SamplingConfig(episodes=2)).sample(tasks, policy.init_params(), seed=0)
 
 
 def test_make_sampler_chooses_path():
     family, policy, _, _ = setup()
-    assert isinstance(make_sampler(family, policy, 2), BatchedSampler)
+    assert isinstance(make_sampler(family, policy, SamplingConfig(episodes=2)), BatchedSampler)
 
 
 def check_steps_batch(ep, by_episodes, E: int, H: int) -> None:
@@ -90,21 +91,21 @@ def check_steps_batch(ep, by_episodes, E: int, H: int) -> None:
 
 def test_steps_batch_fills_each_task_with_whole_episodes():
     family, policy, params, tasks = setup("CartPoleDynamics", horizon=30)
-    by_episodes = BatchedSampler(family, policy, 4).sample(tasks, params, seed=2)
-    ep = BatchedSampler(family, policy, 4, batch_unit="steps").sample(tasks, params, seed=2)
+    by_episodes = BatchedSampler(family, policy, SamplingConfig(episodes=4)).sample(tasks, params, seed=2)
+    ep = BatchedSampler(family, policy, SamplingConfig(episodes=4, batch_unit="steps")).sample(tasks, params, seed=2)
     check_steps_batch(ep, by_episodes, 4, 30)
 
 
 def test_steps_batch_without_early_ends_is_the_episodes_batch():
     family, policy, params, tasks = setup("PendulumDynamics", horizon=20)
-    a = BatchedSampler(family, policy, 3).sample(tasks, params, seed=4)
-    b = BatchedSampler(family, policy, 3, batch_unit="steps").sample(tasks, params, seed=4)
+    a = BatchedSampler(family, policy, SamplingConfig(episodes=3)).sample(tasks, params, seed=4)
+    b = BatchedSampler(family, policy, SamplingConfig(episodes=3, batch_unit="steps")).sample(tasks, params, seed=4)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_vector_sampler_counts_steps_like_the_batched_sampler():
     family, policy, params, tasks = setup("CartPoleDynamics", horizon=25)
-    vec = VectorSampler(family, policy, 3, num_workers=2)
+    vec = VectorSampler(family, policy, SamplingConfig(episodes=3), num_workers=2)
     try:
         by_episodes = vec.sample(tasks, params, seed=7)
         vec.batch_unit = "steps"
@@ -116,7 +117,7 @@ def test_vector_sampler_counts_steps_like_the_batched_sampler():
 
 def test_task_returns_average_each_tasks_own_episodes():
     family, policy, params, tasks = setup("CartPoleDynamics", horizon=30)
-    ep = BatchedSampler(family, policy, 4, batch_unit="steps").sample(tasks, params, seed=2)
+    ep = BatchedSampler(family, policy, SamplingConfig(episodes=4, batch_unit="steps")).sample(tasks, params, seed=2)
     for t in range(3):
         own = ep.returns()[t][ep.valid[t]]
         torch.testing.assert_close(ep.task_returns()[t], own.mean())
@@ -125,8 +126,8 @@ def test_task_returns_average_each_tasks_own_episodes():
 
 def test_unknown_batch_unit_is_a_value_error():
     family, policy, _, _ = setup()
-    with pytest.raises(ValueError, match="batch_unit must be 'episodes'.*or 'steps'.*got 'steps_'"):
-        BatchedSampler(family, policy, 2, batch_unit="steps_")
+    with pytest.raises(ValueError, match="batch_unit must be one of episodes, steps, got 'steps_'"):
+        BatchedSampler(family, policy, SamplingConfig(episodes=2, batch_unit="steps_"))
 
 
 @pytest.mark.parametrize("name", ["Navigation2D", "HalfCheetahDir"])
@@ -136,7 +137,7 @@ def test_vector_sampler_gives_the_same_episodes_however_many_steppers(name):
     family, policy, params, tasks = setup(name, horizon=15)
     out = []
     for workers in (1, 2, 3):
-        vec = VectorSampler(family, policy, 4, num_workers=workers)
+        vec = VectorSampler(family, policy, SamplingConfig(episodes=4), num_workers=workers)
         try:
             out.append(vec.sample(tasks, params, seed=3))
             assert len(vec.vec._procs) == workers - 1
@@ -151,7 +152,7 @@ def test_vector_sampler_restores_the_callers_torch_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        vec = VectorSampler(family, policy, 2, num_workers=2)
+        vec = VectorSampler(family, policy, SamplingConfig(episodes=2), num_workers=2)
         try:
             vec.sample(tasks, params, seed=0)
         finally:

@@ -15,12 +15,20 @@ from meta_rl.trainer import Trainer, TrainingError
 TINY = dict(meta_batch=3, episodes=3, hidden=(8,), env_kwargs={"horizon": 10}, checkpoint_every=1)
 
 
+def cfg(**settings) -> TrainConfig:
+    return TrainConfig.from_dict({**TINY, **settings})
+
+
+def policy_part(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if not k.startswith("lr/")}
+
+
 @pytest.mark.parametrize("algo", ["maml", "reptile"])
 def test_non_finite_rewards_stop_training_and_keep_the_last_good_checkpoint(algo, tmp_path):
-    trainer = Trainer(TrainConfig(algo=algo, iterations=5, **TINY), tmp_path)
+    trainer = Trainer(cfg(algo=algo, iterations=5), tmp_path)
     sampler, calls = trainer.setup.sampler, {"n": 0}
     real_sample = sampler.sample
-    samples_per_iteration = trainer.config.inner_steps + 1
+    samples_per_iteration = trainer.config.inner.inner_steps + 1
 
     def poisoned(tasks, params, seed):  # from iteration 3 on, the env returns NaN rewards
         calls["n"] += 1
@@ -34,9 +42,9 @@ def test_non_finite_rewards_stop_training_and_keep_the_last_good_checkpoint(algo
         trainer.train()
     state = load_checkpoint(tmp_path)
     assert state["iteration"] == 2
-    saved = state["learner"]["params"]
+    saved = state["learner"]["meta"]
     assert all(bool(torch.isfinite(v).all()) for v in saved.values())
-    live = trainer.setup.learner.params  # the learner itself is back at the good state too
+    live = trainer.setup.learner.meta  # the learner itself is back at the good state too
     assert all(torch.equal(saved[k], live[k].detach()) for k in saved)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2]
@@ -44,7 +52,7 @@ def test_non_finite_rewards_stop_training_and_keep_the_last_good_checkpoint(algo
 
 def test_same_seed_same_metrics_and_different_seed_differs():
     def run(seed):
-        trainer = Trainer(TrainConfig(algo="metasgd", iterations=2, seed=seed, **TINY))
+        trainer = Trainer(cfg(algo="metasgd", iterations=2, seed=seed))
         history = trainer.train()
         trainer.close()
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in history]
@@ -59,33 +67,34 @@ def test_same_seed_same_metrics_and_different_seed_differs():
 def test_metasgd_rate_lr_gives_the_rates_their_own_adam_step(fisher_fraction):
     """With ``rate_lr`` TRPO updates the policy with the rates held fixed, then one Adam step
     moves every rate by ``rate_lr`` against the sign of the surrogate's gradient w.r.t. it."""
-    trainer = Trainer(TrainConfig(algo="metasgd", rate_lr=0.003, iterations=1,
-                                  fisher_fraction=fisher_fraction, **TINY))
+    trainer = Trainer(cfg(algo="metasgd", rate_lr=0.003, iterations=1,
+                          fisher_fraction=fisher_fraction))
     learner = trainer.setup.learner
-    rates0 = {k: v.detach().clone() for k, v in learner.lrs.items()}
-    params0 = {k: v.detach().clone() for k, v in learner.params.items()}
-    seen, trpo_step = {}, learner.outer.step
+    rates = {k: v for k, v in learner.meta.items() if k.startswith("lr/")}
+    rates0 = {k: v.detach().clone() for k, v in rates.items()}
+    params0 = {k: v.detach().clone() for k, v in policy_part(learner.meta).items()}
+    seen, trpo_step = {}, learner.outer.main.step
 
     def watched(objective):
-        seen["meta"] = list(objective.meta)
-        seen["grads"] = torch.autograd.grad(objective.surrogate(), list(learner.lrs.values()),
+        seen["moves"] = list(learner.outer.main.params)
+        seen["grads"] = torch.autograd.grad(objective.surrogate(), list(rates.values()),
                                             retain_graph=True)
         info = trpo_step(objective)
-        seen["extra_grads"] = objective.extra_grads  # from TRPO's own backward pass
-        seen["rates_after_trpo"] = {k: v.detach().clone() for k, v in learner.lrs.items()}
+        seen["shared"] = [objective.gradient()[1][k] for k in rates]  # TRPO's own backward
+        seen["rates_after_trpo"] = {k: v.detach().clone() for k, v in rates.items()}
         return info
 
-    learner.outer.step = watched
+    learner.outer.main.step = watched
     try:
         history = trainer.train()
     finally:
         trainer.close()
-    assert [id(t) for t in seen["meta"]] == [id(p) for p in learner.params.values()]
+    assert seen["moves"] == list(params0)
     assert all(torch.equal(seen["rates_after_trpo"][k], rates0[k]) for k in rates0)
-    assert all(torch.allclose(a, b) for a, b in zip(seen["extra_grads"], seen["grads"]))
+    assert all(torch.allclose(a, b) for a, b in zip(seen["shared"], seen["grads"]))
     assert history[0]["line_search_accepted"] == 1.0
-    assert any(not torch.equal(learner.params[k].detach(), params0[k]) for k in params0)
-    for (k, rate), grad in zip(learner.lrs.items(), seen["grads"]):
+    assert any(not torch.equal(learner.meta[k].detach(), params0[k]) for k in params0)
+    for (k, rate), grad in zip(rates.items(), seen["grads"]):
         clear = grad.abs() > 1e-5  # Adam's first step is lr * g / (|g| + 1e-8)
         assert clear.any(), k
         moved = rate.detach() - rates0[k]
@@ -94,7 +103,7 @@ def test_metasgd_rate_lr_gives_the_rates_their_own_adam_step(fisher_fraction):
 
 
 def test_trainer_refuses_an_existing_run_unless_overwrite(tmp_path):
-    config = TrainConfig(iterations=2, **TINY)
+    config = cfg(iterations=2)
     Trainer(config, tmp_path).train()
     with pytest.raises(ValueError, match="already holds a run"):
         Trainer(config, tmp_path)
@@ -104,9 +113,9 @@ def test_trainer_refuses_an_existing_run_unless_overwrite(tmp_path):
 
 
 def test_ctrl_c_mid_iteration_checkpoints_the_last_whole_iteration(tmp_path):
-    trainer = Trainer(TrainConfig(iterations=5, **TINY), tmp_path)
+    trainer = Trainer(cfg(iterations=5), tmp_path)
     learner, calls = trainer.setup.learner, {"n": 0}
-    real_outer_step = learner.outer_step
+    real_outer_step = learner.outer.step
 
     def interrupted(*args):  # the third outer step updates the parameters, then Ctrl-C lands
         calls["n"] += 1
@@ -115,16 +124,16 @@ def test_ctrl_c_mid_iteration_checkpoints_the_last_whole_iteration(tmp_path):
             raise KeyboardInterrupt
         return info
 
-    learner.outer_step = interrupted
+    learner.outer.step = interrupted
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     state = load_checkpoint(tmp_path)
     assert state["iteration"] == 2
     # the checkpoint equals an uninterrupted run's after two iterations, not the half-done third
-    reference = Trainer(TrainConfig(iterations=2, **TINY))
+    reference = Trainer(cfg(iterations=2))
     reference.train()
-    expected = reference.setup.learner.state_dict()["params"]
-    assert all(torch.equal(state["learner"]["params"][k], expected[k]) for k in expected)
+    expected = reference.setup.learner.state_dict()["meta"]
+    assert all(torch.equal(state["learner"]["meta"][k], expected[k]) for k in expected)
 
 
 def test_keep_every_keeps_the_model_of_those_iterations(tmp_path):
@@ -133,14 +142,14 @@ def test_keep_every_keeps_the_model_of_those_iterations(tmp_path):
     from meta_rl.checkpoint import load_iteration, snapshot_iterations, snapshot_path
 
     kept, short = tmp_path / "kept", tmp_path / "short"
-    Trainer(TrainConfig(iterations=5, keep_every=2, seed=4, **TINY), kept).train()
+    Trainer(cfg(iterations=5, keep_every=2, seed=4), kept).train()
     assert snapshot_iterations(kept) == [2, 4]
-    Trainer(TrainConfig(iterations=4, seed=4, **TINY), short).train()
+    Trainer(cfg(iterations=4, seed=4), short).train()
     assert snapshot_iterations(short) == []
     snap, path = load_iteration(kept, 4)
     assert path == snapshot_path(kept, 4) and snap["iteration"] == 4
-    final = load_checkpoint(short)["learner"]["params"]
-    assert all(torch.equal(snap["learner"]["params"][k], final[k]) for k in final)
+    final = load_checkpoint(short)["learner"]["meta"]
+    assert all(torch.equal(snap["learner"]["meta"][k], final[k]) for k in final)
     latest, path = load_iteration(kept, 5)  # the last iteration is checkpoint.pt itself
     assert path.name == "checkpoint.pt" and latest["iteration"] == 5
     with pytest.raises(ValueError, match="no model of iteration 3; it has 2, 4, 5"):
@@ -151,7 +160,7 @@ def test_keep_every_keeps_the_model_of_those_iterations(tmp_path):
     stale.write_bytes(b"from a run that went further before it was stopped")
     (stale.with_suffix("") / "eval.json").parent.mkdir()
     (stale.with_suffix("") / "eval.json").write_text("{}")  # its evaluation goes with it
-    config = TrainConfig(iterations=2, keep_every=2, seed=4, **{**TINY, "checkpoint_every": 2})
+    config = cfg(iterations=2, keep_every=2, seed=4, checkpoint_every=2)
     Trainer(config, tmp_path / "half").train()
     (kept / "checkpoint.pt").write_bytes((tmp_path / "half" / "checkpoint.pt").read_bytes())
     resumed = Trainer.resume(kept, iterations=3)
@@ -160,14 +169,14 @@ def test_keep_every_keeps_the_model_of_those_iterations(tmp_path):
     assert snapshot_iterations(kept) == [2]
     assert not stale.with_suffix("").exists()
 
-    Trainer(TrainConfig(iterations=1, keep_every=2, seed=4, **TINY), kept, overwrite=True).train()
+    Trainer(cfg(iterations=1, keep_every=2, seed=4), kept, overwrite=True).train()
     assert snapshot_iterations(kept) == []
 
 
 def test_keep_every_must_be_a_count():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="keep_every must be an integer >= 0"):
-            TrainConfig(keep_every=bad)
+            TrainConfig.from_dict({"keep_every": bad})
 
 
 def test_ctrl_c_while_a_snapshot_is_written_still_keeps_it(tmp_path, monkeypatch):
@@ -185,7 +194,7 @@ def test_ctrl_c_while_a_snapshot_is_written_still_keeps_it(tmp_path, monkeypatch
         real_save(path, state)
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", interrupted_once)
-    trainer = Trainer(TrainConfig(iterations=5, keep_every=2, **TINY), tmp_path)
+    trainer = Trainer(cfg(iterations=5, keep_every=2), tmp_path)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert cut["done"]
@@ -210,7 +219,7 @@ def test_ctrl_c_during_logging_waits_for_the_iteration_to_be_logged(tmp_path, mo
         return real_add(self, tag, value, step)
 
     monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
-    trainer = Trainer(TrainConfig(iterations=5, **TINY), tmp_path)
+    trainer = Trainer(cfg(iterations=5), tmp_path)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     per_iteration = [tag for tag, step in written if step == 1]
