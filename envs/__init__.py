@@ -7,11 +7,13 @@ every built-in family with Gymnasium as ``"MetaRL/<name>-v0"``.
 """
 
 from envs.base import BatchedEnv, Task, TaskFamily
-from envs.batched import BatchedEnvView, build_batched, seeded_uniform, uniform_tasks
+from envs.batched import (BatchedEnvView, BatchedFamily, build_batched, check_actions,
+                          next_seed, seeded_uniform, truncation, uniform_tasks)
 from envs.cartpole import CartPoleDynamics, CartPoleTask
 from envs.check import CheckResult, FamilyCheckReport, check_family
 from envs.locomotion import (
     MUJOCO_FAMILIES,
+    DirectionTask,
     AntDir,
     AntDirTask,
     AntVel,
@@ -22,6 +24,7 @@ from envs.locomotion import (
     HalfCheetahDynamicsTask,
     HalfCheetahVel,
     HalfCheetahVelTask,
+    VelocityTask,
 )
 from envs.navigation import Navigation2D, NavigationTask
 from envs.pendulum import PendulumDynamics, PendulumTask
@@ -45,9 +48,11 @@ __all__ = [
     "BUILTIN_FAMILIES",
     "BatchedEnv",
     "BatchedEnvView",
+    "BatchedFamily",
     "CartPoleDynamics",
     "CartPoleTask",
     "CheckResult",
+    "DirectionTask",
     "FamilyCheckReport",
     "HalfCheetahDir",
     "HalfCheetahDirTask",
@@ -60,13 +65,17 @@ __all__ = [
     "PendulumDynamics",
     "PendulumTask",
     "Task",
+    "VelocityTask",
     "TaskFamily",
     "build_batched",
+    "check_actions",
     "check_family",
     "gym_id",
     "make",
     "names",
+    "next_seed",
     "register",
     "seeded_uniform",
+    "truncation",
     "uniform_tasks",
 ]

@@ -70,9 +70,17 @@ class BatchedEnv(ABC):
         """Set the attributes above: ``len(tasks)``, the count and the device as given, the
         horizon and spaces from ``family``. :func:`envs.build_batched` constructs a batched env
         with these four arguments, checked."""
+        self.tasks = list(tasks)
         self.num_tasks, self.envs_per_task = len(tasks), envs_per_task
         self.horizon, self.device = family.horizon, device
         self.observation_space, self.action_space = family.observation_space, family.action_space
+
+    def task_values(self, *fields: str) -> torch.Tensor:
+        """The tasks' values of ``fields``, ``[T, 1, len(fields)]`` float32 on the env's device
+        (the middle dimension broadcasts over the ``E`` copies of each task)."""
+        rows = [[float(getattr(task, f)) for f in fields] for task in self.tasks]
+        return torch.tensor(rows, dtype=torch.float32, device=self.device).view(
+            self.num_tasks, 1, len(fields))
 
     @abstractmethod
     def reset(self, seed: int | None = None) -> torch.Tensor: ...

@@ -11,7 +11,9 @@ batched env needs, and one helper for any family:
 - :func:`check_actions`: the cheap (attribute-only, no host sync) action check of ``step``;
 - :func:`truncation`: the ``truncated`` flags after ``t`` steps;
 - :func:`seeded_uniform`: per-copy initial-state noise with the seeding convention below;
-- :class:`BatchedEnvView`: the ``gymnasium.Env`` of one task.
+- :class:`BatchedEnvView`: the ``gymnasium.Env`` of one task;
+- :class:`BatchedFamily`: a family whose ``make_env`` and ``make_batched`` come from its
+  :class:`~envs.base.BatchedEnv` class (``batched_env``) by way of the two above.
 
 Seeding convention: copy ``(t, e)`` of ``batched.reset(seed)`` starts exactly where
 ``family.make_env(tasks[t]).reset(seed=seed + t * E + e)`` starts, the same rule by which
@@ -25,7 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -257,3 +259,19 @@ class BatchedEnvView(gym.Env):
 
     def __repr__(self) -> str:
         return f"<BatchedEnvView {self.family.name} {self.task}>"
+
+
+class BatchedFamily(TaskFamily):
+    """A family whose dynamics are written once, as a :class:`~envs.base.BatchedEnv`: set
+    ``batched_env`` (a property returning the class, which may be defined later in the module);
+    ``make_batched`` builds it with :func:`build_batched`'s checks, and ``make_env`` is its
+    :class:`BatchedEnvView`. A subclass still gives the spaces and ``sample_tasks``."""
+
+    batched_env: ClassVar[type[BatchedEnv]]
+
+    def make_env(self, task: Task) -> gym.Env:
+        return BatchedEnvView(self, task)
+
+    def make_batched(self, tasks: list[Task], envs_per_task: int,
+                     device: str | torch.device = "cpu") -> BatchedEnv:
+        return build_batched(self, self.batched_env, tasks, envs_per_task, device)

@@ -12,10 +12,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import BatchedEnv, Task, TaskFamily
+from envs.base import BatchedEnv, Task
 from envs.batched import (
-    BatchedEnvView,
-    build_batched,
+    BatchedFamily,
     check_actions,
     next_seed,
     seeded_uniform,
@@ -34,7 +33,7 @@ class CartPoleTask(Task):
     force_mag: float
 
 
-class CartPoleDynamics(TaskFamily):
+class CartPoleDynamics(BatchedFamily):
     """Balance a pole on a cart by pushing it left or right, with Gymnasium CartPole-v1 physics
     (Euler integration), for a pole and push that vary per task.
 
@@ -93,13 +92,9 @@ class CartPoleDynamics(TaskFamily):
     def sample_tasks(self, n: int, seed: int) -> list[CartPoleTask]:
         return uniform_tasks(self, n, seed)
 
-    def make_env(self, task: CartPoleTask) -> gym.Env:
-        return BatchedEnvView(self, task)
-
-    def make_batched(
-        self, tasks: list[CartPoleTask], envs_per_task: int, device: str | torch.device = "cpu"
-    ) -> "CartPoleBatched":
-        return build_batched(self, CartPoleBatched, tasks, envs_per_task, device)
+    @property
+    def batched_env(self) -> type[BatchedEnv]:
+        return CartPoleBatched
 
 
 class CartPoleBatched(BatchedEnv):
@@ -111,12 +106,9 @@ class CartPoleBatched(BatchedEnv):
     ):
         super().__init__(family, tasks, envs_per_task, device)
         self._family = family
-        params = torch.tensor(
-            [[t.pole_length, t.pole_mass, t.force_mag] for t in tasks],
-            dtype=torch.float32, device=device,
-        )
         # per-task constants [T, 1], named as in Gymnasium's cartpole.py
-        self.length, self.masspole, self.force_mag = (p.view(-1, 1) for p in params.unbind(-1))
+        self.length, self.masspole, self.force_mag = self.task_values(
+            "pole_length", "pole_mass", "force_mag").unbind(-1)
         self.total_mass = self.masspole + family.cart_mass
         self.polemass_length = self.masspole * self.length
         self._action_shape = (self.num_tasks, envs_per_task)

@@ -449,6 +449,43 @@ class _Checker:
         raise _CheckFailed(f"{what} raised no error")
 
 
+def _always(family: TaskFamily) -> bool:
+    return True
+
+
+#: every check: its name, the :class:`_Checker` method, the fix it suggests, and which families
+#: it applies to, in order
+_CHECKS: tuple[tuple[str, str, str, Callable[[TaskFamily], bool]], ...] = (
+    ("contract", "contract", "set name, a frozen Task subclass as task_type with family = name, "
+     "and Box/Discrete spaces", _always),
+    ("sample_tasks", "sampling", "draw tasks from np.random.default_rng(seed) and validate n with "
+     "TaskFamily.check_count", _always),
+    ("task JSON round trip", "json_round_trip", "keep task fields plain floats/ints/strings so "
+     "to_json/task_from_json round-trip", _always),
+    ("foreign tasks rejected", "rejects_foreign_tasks", "call self.check_task(task) at the top of "
+     "make_env and make_batched", _always),
+    ("spaces", "spaces", "give every task's env exactly the family's observation_space and "
+     "action_space", _always),
+    ("gymnasium check_env", "gymnasium_checker", "fix the env so "
+     "gymnasium.utils.env_checker.check_env passes (see its message)", _always),
+    ("SB3 check_env", "sb3_checker", "fix the env so "
+     "stable_baselines3.common.env_checker.check_env passes (see its message)", _always),
+    ("seed determinism", "seed_determinism", "draw all randomness from self.np_random after "
+     "super().reset(seed=seed)", _always),
+    ("step_envs matches env.step", "step_envs_matches_env", "make step_envs(envs, actions) return "
+     "exactly what envs[i].step(actions[i]) returns, stacked, for each env",
+     lambda f: type(f).step_envs is not TaskFamily.step_envs),
+    ("batched contract", "batched_contract", "follow envs.BatchedEnv: [T, E, ...] float32 obs, "
+     "float rewards, bool flags on the env's device, truncated at the horizon, and ValueError "
+     "(envs.batched.check_actions) on bad input", lambda f: f.batched),
+    ("batched matches make_env", "batched_matches_env", "make make_env a view of the batched code "
+     "(envs.BatchedEnvView) and seed copy (t, e) like make_env's reset(seed + t*E + e) "
+     "(envs.seeded_uniform)", lambda f: f.batched),
+)
+#: checks whose failure stops the report (the later ones need what they check)
+_GATES = ("contract", "sample_tasks")
+
+
 def check_family(
     family: TaskFamily | type[TaskFamily] | str,
     *,
@@ -485,33 +522,7 @@ def check_family(
             f"{family!r} is not a TaskFamily; subclass envs.TaskFamily and pass an instance.")])
 
     c = _Checker(family, num_tasks, seed, steps)
-    if not c.run("contract", c.contract,
-                 "set name, a frozen Task subclass as task_type with family = name, and Box/Discrete spaces"):
-        return FamilyCheckReport(family.name or str(label), c.results)
-    if not c.run("sample_tasks", c.sampling,
-                 "draw tasks from np.random.default_rng(seed) and validate n with TaskFamily.check_count"):
-        return FamilyCheckReport(family.name, c.results)
-    c.run("task JSON round trip", c.json_round_trip,
-          "keep task fields plain floats/ints/strings so to_json/task_from_json round-trip")
-    c.run("foreign tasks rejected", c.rejects_foreign_tasks,
-          "call self.check_task(task) at the top of make_env and make_batched")
-    c.run("spaces", c.spaces,
-          "give every task's env exactly the family's observation_space and action_space")
-    c.run("gymnasium check_env", c.gymnasium_checker,
-          "fix the env so gymnasium.utils.env_checker.check_env passes (see its message)")
-    c.run("SB3 check_env", c.sb3_checker,
-          "fix the env so stable_baselines3.common.env_checker.check_env passes (see its message)")
-    c.run("seed determinism", c.seed_determinism,
-          "draw all randomness from self.np_random after super().reset(seed=seed)")
-    if type(family).step_envs is not TaskFamily.step_envs:
-        c.run("step_envs matches env.step", c.step_envs_matches_env,
-              "make step_envs(envs, actions) return exactly what envs[i].step(actions[i]) returns, "
-              "stacked, for each env")
-    if family.batched:
-        c.run("batched contract", c.batched_contract,
-              "follow envs.BatchedEnv: [T, E, ...] float32 obs, float rewards, bool flags on the env's "
-              "device, truncated at the horizon, and ValueError (envs.batched.check_actions) on bad input")
-        c.run("batched matches make_env", c.batched_matches_env,
-              "make make_env a view of the batched code (envs.BatchedEnvView) and seed copy (t, e) "
-              "like make_env's reset(seed + t*E + e) (envs.seeded_uniform)")
-    return FamilyCheckReport(family.name, c.results)
+    for name, method, fix, applies in _CHECKS:
+        if applies(family) and not c.run(name, getattr(c, method), fix) and name in _GATES:
+            break  # the checks after it need what it checked
+    return FamilyCheckReport(family.name or str(label), c.results)

@@ -105,23 +105,62 @@ class MujocoFamily(TaskFamily):
         return self.check_count(n), np.random.default_rng(self.check_seed(seed))
 
 
-def _check_direction(task: Any) -> None:
-    if task.direction not in (-1, 1) or isinstance(task.direction, bool):
-        raise ValueError(f"direction must be -1 or +1, got {task.direction!r}")
+@dataclasses.dataclass(frozen=True)
+class DirectionTask(Task):
+    """A running direction along x: +1 forward, -1 backward (base of the Dir families' tasks)."""
+
+    direction: int
+
+    def __post_init__(self):
+        if self.direction not in (-1, 1) or isinstance(self.direction, bool):
+            raise ValueError(f"direction must be -1 or +1, got {self.direction!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VelocityTask(Task):
+    """A target forward velocity (base of the Vel families' tasks)."""
+
+    velocity: float
+
+
+class DirectionTasks:
+    """Tasks of a Dir family: the direction ``d`` is -1 or +1 with equal probability; the
+    forward reward is ``d * v_x``. Listed before :class:`MujocoFamily` in a family's bases."""
+
+    def sample_tasks(self, n: int, seed: int) -> list[DirectionTask]:
+        n, rng = self._rng(n, seed)
+        return [self.task_type(int(d)) for d in rng.choice([-1, 1], n)]
+
+    def forward_reward(self, task: DirectionTask, x_velocity: float) -> float:
+        return task.direction * x_velocity
+
+
+class VelocityTasks:
+    """Tasks of a Vel family: the target velocity is uniform in ``velocity_range``; the forward
+    reward is ``-|v_x - v_goal| + velocity_bonus``. Listed before :class:`MujocoFamily`."""
+
+    velocity_range: ClassVar[tuple[float, float]] = (0.0, 2.0)
+    #: a constant added to the forward reward (the MAML code's +1 for the ant)
+    velocity_bonus: ClassVar[float] = 0.0
+
+    def sample_tasks(self, n: int, seed: int) -> list[VelocityTask]:
+        n, rng = self._rng(n, seed)
+        return [self.task_type(float(v)) for v in rng.uniform(*self.velocity_range, n)]
+
+    def forward_reward(self, task: VelocityTask, x_velocity: float) -> float:
+        return -abs(x_velocity - task.velocity) + self.velocity_bonus
 
 
 # -- HalfCheetah -----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class HalfCheetahVelTask(Task):
+class HalfCheetahVelTask(VelocityTask):
     """The target forward velocity of a :class:`HalfCheetahVel` task."""
 
     family: ClassVar[str] = "HalfCheetahVel"
-    velocity: float
 
 
-class HalfCheetahVel(MujocoFamily):
+class HalfCheetahVel(VelocityTasks, MujocoFamily):
     """Run the half-cheetah at a target forward velocity (MAML paper).
 
     ## Spaces
@@ -145,26 +184,14 @@ class HalfCheetahVel(MujocoFamily):
     ctrl_cost_weight: ClassVar[float] = 0.05
     velocity_range: ClassVar[tuple[float, float]] = (0.0, 2.0)
 
-    def sample_tasks(self, n: int, seed: int) -> list[HalfCheetahVelTask]:
-        n, rng = self._rng(n, seed)
-        return [HalfCheetahVelTask(float(v)) for v in rng.uniform(*self.velocity_range, n)]
 
-    def forward_reward(self, task: HalfCheetahVelTask, x_velocity: float) -> float:
-        return -abs(x_velocity - task.velocity)
-
-
-@dataclasses.dataclass(frozen=True)
-class HalfCheetahDirTask(Task):
+class HalfCheetahDirTask(DirectionTask):
     """The running direction (+1 forward, -1 backward) of a :class:`HalfCheetahDir` task."""
 
     family: ClassVar[str] = "HalfCheetahDir"
-    direction: int
-
-    def __post_init__(self):
-        _check_direction(self)
 
 
-class HalfCheetahDir(MujocoFamily):
+class HalfCheetahDir(DirectionTasks, MujocoFamily):
     """Run the half-cheetah forward or backward (MAML paper).
 
     ## Spaces
@@ -186,13 +213,6 @@ class HalfCheetahDir(MujocoFamily):
     varies: ClassVar[str] = "direction in {-1, +1}"
     robot: ClassVar[str] = "half_cheetah"
     ctrl_cost_weight: ClassVar[float] = 0.05
-
-    def sample_tasks(self, n: int, seed: int) -> list[HalfCheetahDirTask]:
-        n, rng = self._rng(n, seed)
-        return [HalfCheetahDirTask(int(d)) for d in rng.choice([-1, 1], n)]
-
-    def forward_reward(self, task: HalfCheetahDirTask, x_velocity: float) -> float:
-        return task.direction * x_velocity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,18 +265,13 @@ class HalfCheetahDynamics(MujocoFamily):
 
 # -- Ant -------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class AntDirTask(Task):
+class AntDirTask(DirectionTask):
     """The running direction along x (+1 forward, -1 backward) of an :class:`AntDir` task."""
 
     family: ClassVar[str] = "AntDir"
-    direction: int
-
-    def __post_init__(self):
-        _check_direction(self)
 
 
-class AntDir(MujocoFamily):
+class AntDir(DirectionTasks, MujocoFamily):
     """Run the ant forward or backward along x (MAML paper).
 
     ## Spaces
@@ -284,23 +299,14 @@ class AntDir(MujocoFamily):
     contact_cost_weight: ClassVar[float] = 0.0005
     survive_reward: ClassVar[float] = 0.05
 
-    def sample_tasks(self, n: int, seed: int) -> list[AntDirTask]:
-        n, rng = self._rng(n, seed)
-        return [AntDirTask(int(d)) for d in rng.choice([-1, 1], n)]
 
-    def forward_reward(self, task: AntDirTask, x_velocity: float) -> float:
-        return task.direction * x_velocity
-
-
-@dataclasses.dataclass(frozen=True)
-class AntVelTask(Task):
+class AntVelTask(VelocityTask):
     """The target forward velocity of an :class:`AntVel` task."""
 
     family: ClassVar[str] = "AntVel"
-    velocity: float
 
 
-class AntVel(MujocoFamily):
+class AntVel(VelocityTasks, MujocoFamily):
     """Run the ant at a target forward velocity (MAML paper).
 
     ## Spaces
@@ -328,13 +334,7 @@ class AntVel(MujocoFamily):
     contact_cost_weight: ClassVar[float] = 0.0005
     survive_reward: ClassVar[float] = 0.05
     velocity_range: ClassVar[tuple[float, float]] = (0.0, 3.0)
-
-    def sample_tasks(self, n: int, seed: int) -> list[AntVelTask]:
-        n, rng = self._rng(n, seed)
-        return [AntVelTask(float(v)) for v in rng.uniform(*self.velocity_range, n)]
-
-    def forward_reward(self, task: AntVelTask, x_velocity: float) -> float:
-        return -abs(x_velocity - task.velocity) + 1.0
+    velocity_bonus: ClassVar[float] = 1.0
 
 
 MUJOCO_FAMILIES: tuple[type[MujocoFamily], ...] = (

@@ -10,8 +10,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import BatchedEnv, Task, TaskFamily
-from envs.batched import BatchedEnvView, build_batched, check_actions, truncation
+from envs.base import BatchedEnv, Task
+from envs.batched import BatchedFamily, check_actions, truncation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +23,7 @@ class NavigationTask(Task):
     goal_y: float
 
 
-class Navigation2D(TaskFamily):
+class Navigation2D(BatchedFamily):
     """A point starts at the origin and must reach a goal in the plane.
 
     ## Observation space
@@ -83,13 +83,9 @@ class Navigation2D(TaskFamily):
         goals = rng.uniform(-self.goal_range, self.goal_range, (n, 2))
         return [NavigationTask(float(x), float(y)) for x, y in goals]
 
-    def make_env(self, task: NavigationTask) -> gym.Env:
-        return BatchedEnvView(self, task)
-
-    def make_batched(
-        self, tasks: list[NavigationTask], envs_per_task: int, device: str | torch.device = "cpu"
-    ) -> "NavigationBatched":
-        return build_batched(self, NavigationBatched, tasks, envs_per_task, device)
+    @property
+    def batched_env(self) -> type[BatchedEnv]:
+        return NavigationBatched
 
 
 class NavigationBatched(BatchedEnv):
@@ -101,8 +97,7 @@ class NavigationBatched(BatchedEnv):
     ):
         super().__init__(family, tasks, envs_per_task, device)
         self._max_step, self._tolerance = family.max_step, family.goal_tolerance
-        goals = [[task.goal_x, task.goal_y] for task in tasks]
-        self.goals = torch.tensor(goals, dtype=torch.float32, device=device).view(-1, 1, 2)
+        self.goals = self.task_values("goal_x", "goal_y")  # [T, 1, 2]
         self._action_shape = (self.num_tasks, envs_per_task, 2)
         self._pos: torch.Tensor | None = None
         self._steps = 0

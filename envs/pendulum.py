@@ -12,10 +12,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import BatchedEnv, Task, TaskFamily
+from envs.base import BatchedEnv, Task
 from envs.batched import (
-    BatchedEnvView,
-    build_batched,
+    BatchedFamily,
     check_actions,
     next_seed,
     seeded_uniform,
@@ -34,7 +33,7 @@ class PendulumTask(Task):
     gravity: float
 
 
-class PendulumDynamics(TaskFamily):
+class PendulumDynamics(BatchedFamily):
     """Swing a pendulum up and hold it there, with Gymnasium Pendulum-v1 physics, for a pendulum
     whose mass, length and gravity vary per task.
 
@@ -87,13 +86,9 @@ class PendulumDynamics(TaskFamily):
     def sample_tasks(self, n: int, seed: int) -> list[PendulumTask]:
         return uniform_tasks(self, n, seed)
 
-    def make_env(self, task: PendulumTask) -> gym.Env:
-        return BatchedEnvView(self, task)
-
-    def make_batched(
-        self, tasks: list[PendulumTask], envs_per_task: int, device: str | torch.device = "cpu"
-    ) -> "PendulumBatched":
-        return build_batched(self, PendulumBatched, tasks, envs_per_task, device)
+    @property
+    def batched_env(self) -> type[BatchedEnv]:
+        return PendulumBatched
 
 
 class PendulumBatched(BatchedEnv):
@@ -105,13 +100,10 @@ class PendulumBatched(BatchedEnv):
     ):
         super().__init__(family, tasks, envs_per_task, device)
         self._dt, self._max_speed, self._max_torque = family.dt, family.max_speed, family.max_torque
-        params = torch.tensor(
-            [[t.mass, t.length, t.gravity] for t in tasks], dtype=torch.float32, device=device
-        )
-        m, l, g = params.unbind(-1)
-        # theta_dot' = theta_dot + (a sin(theta) + b u) dt, per task [T, 1]
-        self._a = (3 * g / (2 * l)).view(-1, 1)
-        self._b = (3 / (m * l**2)).view(-1, 1)
+        m, l, g = self.task_values("mass", "length", "gravity").unbind(-1)  # [T, 1] each
+        # theta_dot' = theta_dot + (a sin(theta) + b u) dt, per task
+        self._a = 3 * g / (2 * l)
+        self._b = 3 / (m * l**2)
         self._action_shape = (self.num_tasks, envs_per_task, 1)
         self._rng = np.random.default_rng()
         self.theta: torch.Tensor | None = None
