@@ -107,6 +107,10 @@ class TaskFamily(ABC):
     #: raise it when a change alters what a task is (dynamics, reward, termination): runs record
     #: it, and a run trained on another revision is not resumed or reused as if it were this one
     revision: ClassVar[int] = 1
+    #: seconds one env call of the worker samplers may take (building a slice's envs, a reset,
+    #: or one step of a slice) before the run stops, naming the family and the call; generous,
+    #: since a hung env is the only thing it should catch (a run's ``env_timeout`` overrides it)
+    call_timeout: ClassVar[float] = 600.0
 
     def __init__(self, horizon: int | None = None):
         horizon = self.default_horizon if horizon is None else horizon

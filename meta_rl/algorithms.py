@@ -22,9 +22,11 @@ from typing import Callable
 import torch
 
 from meta_rl.config import ReturnsConfig, TrainConfig
+from meta_rl.distributed import SINGLE, Shard
 from meta_rl.inner import FixedStep, InnerRule, LearnedRates, adapt, detach, policy_params
 from meta_rl.objective import MetaBatch, MetaObjective
-from meta_rl.outer import TRPO, Adam, NonFiniteError, OuterStep, ReptileStep, Split
+from meta_rl.errors import NonFiniteError
+from meta_rl.outer import TRPO, Adam, OuterStep, ReptileStep, Split
 from meta_rl.policies import Params, Policy
 from meta_rl.returns import compute_advantages
 from meta_rl.sampling import Sampler
@@ -80,44 +82,70 @@ class MetaLearner:
     """The meta-parameters (the policy's, and the inner rule's own) and one meta-iteration."""
 
     def __init__(self, policy: Policy, sampler: Sampler, algorithm: Algorithm, params: Params,
-                 inner_steps: int = 1, returns: ReturnsConfig = ReturnsConfig()):
+                 inner_steps: int = 1, returns: ReturnsConfig = ReturnsConfig(),
+                 shard: Shard = SINGLE):
         self.policy, self.sampler, self.rule = policy, sampler, algorithm.rule
-        self.inner_steps, self.returns = inner_steps, returns
+        self.inner_steps, self.returns, self.shard = inner_steps, returns, shard
         initial = {**params, **self.rule.init(params)}
         self.meta = {k: v.detach().clone().requires_grad_() for k, v in initial.items()}
         self.outer = algorithm.outer(self.meta)
 
     def meta_step(self, tasks: list, seed: int) -> dict[str, float]:
-        """One meta-iteration on ``tasks``; returns its metrics."""
+        """One meta-iteration on ``tasks``; returns its metrics. With a distributed shard,
+        ``tasks`` is the whole meta-batch and this rank takes its slice (``Shard.part``)."""
+        total = len(tasks)
+        start, stop = self.shard.part(total)
+        tasks, rows = tasks[start:stop], (start, total)
         adaptation = adapt(self.policy, self.rule, self.meta, tasks, self.sampler,
                            self.inner_steps, seed, self.returns,
-                           differentiable=self.outer.needs_graph)
-        valid = self.sampler.sample(tasks, detach(adaptation.params), seed + self.inner_steps)
+                           differentiable=self.outer.needs_graph, rows=rows)
+        valid = self.sampler.sample(tasks, detach(adaptation.params), seed + self.inner_steps,
+                                    rows)
         valid_adv = compute_advantages(valid, self.returns)
-        pre = adaptation.episodes[0] if adaptation.episodes else valid
-        metrics = {
-            "pre_adapt_return": float(pre.task_returns().mean()),
-            "post_adapt_return": float(valid.task_returns().mean()),
-            "env_steps": sum(e.num_steps() for e in adaptation.episodes) + valid.num_steps(),
-        }
-        if adaptation.episodes:
-            metrics["inner_kl"] = self._inner_kl(adaptation.episodes[0], adaptation.params)
+        metrics = self._metrics(adaptation, valid, total)
         batch = MetaBatch(adaptation.episodes, adaptation.advantages, valid, valid_adv)
-        objective = MetaObjective(self.policy, self.rule, self.meta, batch, adaptation.params)
+        objective = MetaObjective(self.policy, self.rule, self.meta, batch, adaptation.params,
+                                  shard=self.shard, num_tasks=total)
         metrics.update(self.outer.step(objective))
         if not all(math.isfinite(float(t.detach().sum())) for t in self.meta.values()):
             raise NonFiniteError("meta-parameters became non-finite after the outer step")
         metrics.update(self.rule.metrics(self.meta))
         return metrics
 
+    def _metrics(self, adaptation, valid, total: int) -> dict[str, float]:
+        """Mean returns before and after adapting, env steps and the inner-loop KL (over all
+        ranks' tasks: one all-reduce)."""
+        pre = adaptation.episodes[0] if adaptation.episodes else valid
+        env_steps = sum(e.num_steps() for e in adaptation.episodes) + valid.num_steps()
+        if not self.shard.distributed:
+            metrics = {"pre_adapt_return": float(pre.task_returns().mean()),
+                       "post_adapt_return": float(valid.task_returns().mean()),
+                       "env_steps": env_steps}
+            if adaptation.episodes:
+                kl, count = self._inner_kl(adaptation.episodes[0], adaptation.params)
+                metrics["inner_kl"] = float(kl / count.clamp_min(1))
+            return metrics
+        kl, count = (self._inner_kl(adaptation.episodes[0], adaptation.params)
+                     if adaptation.episodes else (torch.zeros(()), torch.zeros(())))
+        sums = self.shard.all_reduce(torch.stack([
+            pre.task_returns().double().sum().cpu(), valid.task_returns().double().sum().cpu(),
+            torch.tensor(float(env_steps), dtype=torch.float64),
+            kl.double().cpu(), count.double().cpu()]))
+        metrics = {"pre_adapt_return": float(sums[0] / total),
+                   "post_adapt_return": float(sums[1] / total), "env_steps": int(sums[2])}
+        if adaptation.episodes:
+            metrics["inner_kl"] = float(sums[3] / sums[4].clamp_min(1))
+        return metrics
+
     @torch.no_grad()
-    def _inner_kl(self, episodes, adapted: Params) -> float:
-        """Mean KL between the initial and adapted policies on the first inner step's states."""
+    def _inner_kl(self, episodes, adapted: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """KL between the initial and adapted policies summed over the first inner step's
+        states, and their count (the metric is the ratio)."""
         before = self.policy.dist(policy_params(self.policy, detach(self.meta)), episodes.obs,
                                   episodes.mask)
         after = self.policy.dist(detach(adapted), episodes.obs, episodes.mask)
         kl = self.policy.kl(before, after)
-        return float((kl * episodes.mask).sum() / episodes.mask.sum().clamp_min(1))
+        return (kl * episodes.mask).sum(), episodes.mask.sum()
 
     def state_dict(self) -> dict:
         return {"meta": detach(self.meta), "outer": self.outer.state_dict()}
@@ -133,9 +161,9 @@ class MetaLearner:
         self.outer.load_state_dict(state["outer"])
 
 
-def make_learner(config: TrainConfig, policy: Policy, sampler: Sampler,
-                 params: Params) -> MetaLearner:
+def make_learner(config: TrainConfig, policy: Policy, sampler: Sampler, params: Params,
+                 shard: Shard = SINGLE) -> MetaLearner:
     """The meta-learner of ``config.algo`` (its inner rule and outer step) from ``params``."""
     algorithm = BUILDERS[config.algo](config)
     return MetaLearner(policy, sampler, algorithm, params, config.inner.inner_steps,
-                       config.returns)
+                       config.returns, shard)

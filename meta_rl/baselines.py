@@ -34,7 +34,6 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -44,12 +43,11 @@ from meta_rl.checkpoint import CHECKPOINT, load_checkpoint
 from meta_rl.config import TrainConfig
 from meta_rl.inner import FixedStep, InnerRule
 from meta_rl.policies import Params
+from meta_rl.progress import ProgressCallback, ProgressEvent
 from meta_rl.trainer import Setup, Trainer, check_revision
 
 PRETRAINED_DIR = "pretrained"
 """sub-directory of a model's folder that caches its pretrained baseline"""
-
-Progress = Callable[[str], None]
 
 
 def random_init(setup: Setup, seed: int) -> tuple[InnerRule, Params, dict]:
@@ -61,7 +59,7 @@ def random_init(setup: Setup, seed: int) -> tuple[InnerRule, Params, dict]:
 
 
 def pretrained(setup: Setup, config: TrainConfig, iterations: int, home: Path,
-               progress: Progress | None = None) -> tuple[InnerRule, Params, dict]:
+               progress: ProgressCallback | None = None) -> tuple[InnerRule, Params, dict]:
     """Plain policy-gradient steps at the run's ``inner_lr`` from the multi-task policy for the
     run ``config`` after ``iterations`` meta-iterations (trained, or read from ``home``'s cache,
     on the evaluation's device)."""
@@ -85,43 +83,45 @@ def pretrained_config(config: TrainConfig, iterations: int) -> TrainConfig:
 
 
 def pretrained_params(model_home: Path, config: TrainConfig,
-                      progress: Progress | None = None) -> tuple[Params, dict]:
-    """Train (or load from ``model_home/pretrained``) the baseline for ``config``.
+                      progress: ProgressCallback | None = None) -> tuple[Params, dict]:
+    """Train (or load from ``model_home/pretrained``) the baseline for ``config``; its training
+    shows as the stage ``pretrained: training``.
 
     Returns ``(params, info)``: the policy's parameters and ``{"dir", "cached",
     "train_wall_s"}``.
     """
     out = Path(model_home) / PRETRAINED_DIR
-    say = progress or (lambda msg: None)
+    show = progress or (lambda event: None)
+
+    def say(text: str) -> None:
+        show(ProgressEvent("pretrained", note=f"pretrained: {text}"))
+
     state = None
     if (out / CHECKPOINT).is_file():
         try:
             state = load_checkpoint(out)
             if TrainConfig.from_dict(state["config"]).experiment() != config.experiment():
-                say(f"pretrained: cached config in {out} differs from this run's; retraining")
+                say(f"cached config in {out} differs from this run's; retraining")
                 state = None
             else:
                 check_revision(state, out / CHECKPOINT)
         except (ValueError, KeyError, TypeError) as exc:  # another revision of the family, too
-            say(f"pretrained: cache in {out} is unusable ({exc}); retraining")
+            say(f"cache in {out} is unusable ({exc}); retraining")
             state = None
     if state is not None and state["iteration"] >= config.iterations:
-        say(f"pretrained: reusing {out} ({state['iteration']} iterations)")
+        say(f"reusing {out} ({state['iteration']} iterations)")
         return state["learner"]["meta"], {"dir": str(out), "cached": True, "train_wall_s": 0.0}
 
-    def report(record: dict) -> None:
-        say(f"pretrained: iteration {record['iteration']}/{config.iterations} "
-            f"return {record['post_adapt_return']:.2f}")
-
     start = time.perf_counter()
+    stage = {"progress": show, "stage": "pretrained: training"}
     if state is not None:
-        say(f"pretrained: resuming {out} from iteration {state['iteration']}")
-        trainer = Trainer.resume(out, callbacks=[report], iterations=config.iterations)
+        say(f"resuming {out} from iteration {state['iteration']}")
+        trainer = Trainer.resume(out, iterations=config.iterations, **stage)
     else:
         if out.exists():
             shutil.rmtree(out)
-        say(f"pretrained: training {config.iterations} iterations in {out}")
-        trainer = Trainer(config, out, callbacks=[report])
+        say(f"training {config.iterations} iterations in {out} (cached for later evaluations)")
+        trainer = Trainer(config, out, **stage)
     try:
         trainer.train()
     finally:
@@ -181,7 +181,7 @@ def _ppo_env(family: envs.TaskFamily, task):
 
 
 def ppo_curve(family: envs.TaskFamily, tasks: list, config: TrainConfig, steps: int,
-              episodes: int, seed: int, progress: Progress | None = None):
+              episodes: int, seed: int, progress: ProgressCallback | None = None):
     """Per-task mean returns ``[K + 1, n]`` of PPO trained from scratch on each task for ``k``
     stages of ``episodes * horizon`` env steps, and the env steps spent per task ``[K + 1]``."""
     from stable_baselines3 import PPO
@@ -198,6 +198,8 @@ def ppo_curve(family: envs.TaskFamily, tasks: list, config: TrainConfig, steps: 
     # minibatches of one horizon's worth of steps (E minibatches per epoch); SB3 needs >= 2
     batch_size = horizon if horizon >= 2 and episodes >= 2 else max(batch, 2)
     returns = np.zeros((steps + 1, len(tasks)))
+    show = progress or (lambda event: None)
+    show(ProgressEvent("ppo", 0, len(tasks), "task"))
     with preserved_globals(threads=1):
         for j, task in enumerate(tasks):
             task_seed = (seed + j) % 2**31
@@ -216,6 +218,6 @@ def ppo_curve(family: envs.TaskFamily, tasks: list, config: TrainConfig, steps: 
             finally:
                 train_env.close()
                 eval_env.close()
-            if progress is not None:
-                progress(f"ppo: task {j + 1}/{len(tasks)} return {returns[-1, j]:.2f}")
+            show(ProgressEvent("ppo", j + 1, len(tasks), "task",
+                               {"return": f"{returns[-1, :j + 1].mean():.2f}"}))
     return returns, np.arange(steps + 1, dtype=np.float64) * batch

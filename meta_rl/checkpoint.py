@@ -19,6 +19,8 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
+from meta_rl.runfolder import publish
+
 FORMAT = "meta_rl.checkpoint/3"
 #: older formats this version loads, and how it reads them as the current one
 _UPGRADES: dict[str, Callable[[dict], dict]] = {}
@@ -45,6 +47,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        publish(path)  # mkstemp's 0600 would make this file differ from the others
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -25,7 +25,7 @@ from meta_rl import commands
 from meta_rl.config import SECTIONS, EvalConfig, TrainConfig
 from meta_rl.flags import add_flags
 from meta_rl.presets import preset_names
-from meta_rl.trainer import TrainingError
+from meta_rl.errors import TrainingError
 
 USAGE_ERROR = 2
 
@@ -118,9 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getcwd() not in sys.path:  # so that module:Class finds the user's own modules
         sys.path.insert(0, os.getcwd())
     argv = list(sys.argv[1:] if argv is None else argv)
-    seed_global_rngs(argv)
-    try:
+    try:  # everything, imports of torch included: Ctrl-C at any moment is one line
         args = build_parser().parse_args(argv)
+        seed_global_rngs(argv)
         return args.run(args)
     except BrokenPipeError:  # e.g. `meta-rl presets | head`: the reader left; say nothing
         sys.stdout = open(os.devnull, "w")

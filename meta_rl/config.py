@@ -206,6 +206,8 @@ class PolicyConfig(Section):
     """hidden activation: relu (the MAML paper's; cheaper than tanh on the CPU) or tanh"""
     init_std: float = setting(1.0, POSITIVE)
     """initial standard deviation of the Gaussian policy, in half-widths of the action box"""
+    dtype: str = setting("float32", one_of("float32", "float64"))
+    """floating-point type of the policy's parameters and of the episodes it samples"""
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,9 @@ class RunConfig(Section):
     num_workers: int | None = setting(None, OPTIONAL_POSITIVE_INT)
     """env steppers for families without a batched env: the main process and num_workers - 1
     worker processes (default: one per CPU core; 1: the main process alone)"""
+    env_timeout: float | None = setting(None, OPTIONAL_POSITIVE)
+    """seconds an env call in the worker samplers may take before the run stops, naming the
+    family and the call (default: the family's call_timeout, 600 for the built-in ones)"""
     checkpoint_every: int = setting(10, POSITIVE_INT)
     """write checkpoint.pt every this many iterations (and at the end)"""
     keep_every: int = setting(0, COUNT)
@@ -522,3 +527,34 @@ def known_keys() -> list[str]:
     ``eval.<setting>``."""
     top = [f.name for f in fields(TrainConfig) if not f.metadata.get("section")]
     return [*top, *_flat_index(), *(f"eval.{f.name}" for f in fields(EvalConfig))]
+
+
+def reference() -> str:
+    """Every setting as Markdown, by section: its name, default and docstring
+    (``docs/configuration.md``; a test keeps that file equal to this)."""
+    import json
+
+    def show(value: Any) -> str:  # as YAML would read it
+        return value if isinstance(value, str) else json.dumps(
+            list(value) if isinstance(value, tuple) else value)
+
+    lines = ["# Configuration", "",
+             "Every setting of a run, by section, with its default. A preset or YAML file gives "
+             "training settings flat (`inner_lr: 0.5`) or by section (`inner: {inner_lr: 0.5}`); "
+             "`meta-rl train --inner-lr 0.5` sets one from the command line, and "
+             "`--eval-<name>` an `eval` setting. This page is generated from "
+             "`meta_rl/config.py` (`python -c \"from meta_rl.config import reference; "
+             "print(reference())\"`).", ""]
+    groups = [("", TrainConfig), *((name, cls) for name, cls in SECTIONS.items())]
+    for name, cls in groups:
+        doc = " ".join((cls.__doc__ or "").split("\n\n")[0].replace("``", "`").split())
+        lines += [f"## {name or 'top level'}", "", doc, "", "| setting | default | meaning |",
+                  "|---|---|---|"]
+        docs = field_docs(cls)
+        for f in fields(cls):
+            if f.metadata.get("section"):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"| `{f.name}` | `{show(default)}` | {docs.get(f.name, '')} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -40,6 +40,8 @@ from meta_rl.checkpoint import load_iteration, model_dir
 from meta_rl.config import EvalConfig, TrainConfig
 from meta_rl.inner import InnerRule, adapt, step_scales
 from meta_rl.policies import Params
+from meta_rl.progress import ProgressCallback, ProgressEvent, progress_callback
+from meta_rl.sampling import check_memory
 from meta_rl.seeding import eval_seeds, training_seeds
 from meta_rl.stats import MethodResult, ci_method, summarize
 from meta_rl.trainer import Setup, build, restore_learner, revisions
@@ -104,7 +106,7 @@ class EvalResult:
 
 def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
              iteration: int | None = None, device: str | torch.device | None = None,
-             progress: baselines.Progress | None = None, **settings: Any) -> EvalResult:
+             progress: bool | ProgressCallback = True, **settings: Any) -> EvalResult:
     """Adaptation curves of the run in ``run_dir`` and the baselines on held-out tasks.
 
     ``config`` (default: the run's own ``eval`` settings), with any of its fields changed by
@@ -112,7 +114,8 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
     ``iteration`` evaluates the model the run kept after that many meta-iterations (its
     ``keep_every`` snapshots; default: the latest checkpoint); a kept model's pretrained
     baseline is cached beside it. ``device`` runs the policy-gradient methods there (default:
-    the run's). ``progress`` receives one-line status messages.
+    the run's). ``progress`` shows each stage's progress (``True``: on the console; ``False``:
+    nothing; or a callable of :class:`~meta_rl.progress.ProgressEvent`).
     """
     run_dir = Path(run_dir)
     state, checkpoint = load_iteration(run_dir, iteration)
@@ -129,45 +132,44 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
                                      **({} if device is None else {"device": str(device)}))
     scales = step_scales(ev.steps, ev.later_lr_scale, ev.later_lr_decay)
     task_seed, rollout_seed, ppo_seed = eval_seeds(seed, training_seeds(run_config))
-    say = progress or (lambda msg: None)
+    show, close_progress = progress_callback(progress)
     trained_revision, revision = revisions(state)
     if trained_revision != revision:  # allowed (e.g. to measure transfer), but never silently
         message = (f"{checkpoint} was trained on {run_config.env} revision {trained_revision}, "
                    f"and this version's tasks are revision {revision} (the family's docstring "
                    "says what changed); its returns are measured on tasks it was not trained on")
-        if progress is None:
+        if progress is False:
             warnings.warn(message, stacklevel=2)
-        say(f"warning: {message}")
+        show(ProgressEvent("warning", note=f"warning: {message}"))
 
     # build() draws nn.Linear's default init from torch's global RNG, and SB3 seeds the global
     # RNGs: evaluation leaves them (and the thread count) as it found them.
     with baselines.preserved_globals():
         setup = build(eval_config, eval_config.run.torch_device())
         try:
+            check_memory(setup.family, ev.tasks, ev.episodes, 1, run_config.policy.hidden,
+                         eval_config.sampling.batch_unit, "an evaluation step")
             restore_learner(setup.learner, state, checkpoint)
             held_out = setup.family.sample_tasks(ev.tasks, seed=task_seed)
             results: dict[str, MethodResult] = {}
             for name in ev.methods:
-                count = len(held_out[:ev.ppo_tasks]) if name == "ppo" else ev.tasks
-                say(f"{name}: {count} tasks, {ev.steps} steps")
                 start = time.perf_counter()
                 if name == "ppo":
                     returns, spent = baselines.ppo_curve(
                         setup.family, held_out[:ev.ppo_tasks], run_config, ev.steps,
-                        ev.episodes, ppo_seed, progress)
+                        ev.episodes, ppo_seed, show)
                     extra = {"seed": ppo_seed}
                 else:
                     rule, meta, extra = _starting_point(
                         name, setup, state, run_config, seed, model_dir(run_dir, checkpoint),
-                        progress)
+                        show)
                     start = time.perf_counter()
                     returns, spent = adaptation_curve(setup, rule, meta, held_out, rollout_seed,
-                                                      scales)
+                                                      scales, name, show)
                 results[name] = summarize(returns, spent, time.perf_counter() - start, **extra)
-                say(f"{name}: step {ev.steps} return {results[name].mean[-1]:.2f} "
-                    f"({results[name].wall_s:.1f}s)")
         finally:
             setup.close()
+            close_progress()
 
     return EvalResult(
         run=str(run_dir), family=setup.family.name, algo=run_config.algo, seed=seed,
@@ -180,7 +182,7 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
 
 
 def _starting_point(name: str, setup: Setup, state: dict, run_config: TrainConfig, seed: int,
-                    home: Path, progress) -> tuple[InnerRule, Params, dict]:
+                    home: Path, progress: ProgressCallback) -> tuple[InnerRule, Params, dict]:
     """The inner rule and meta-parameters method ``name`` adapts with, and notes for the record
     (``home``: the evaluated model's folder, where the pretrained baseline is cached)."""
     if name == "meta":
@@ -191,19 +193,27 @@ def _starting_point(name: str, setup: Setup, state: dict, run_config: TrainConfi
 
 
 def adaptation_curve(setup: Setup, rule: InnerRule, meta: Params, tasks: list, seed: int,
-                     scales: list[float]):
+                     scales: list[float], stage: str = "adaptation",
+                     progress: ProgressCallback | None = None):
     """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``rule`` from ``meta`` (step
     ``k`` at ``scales[k]`` times the step size), and the mean env steps per task spent before
-    each measurement ``[K + 1]``."""
+    each measurement ``[K + 1]``. ``progress`` hears of each of the ``K + 1`` batches; only one
+    batch is held at a time."""
     steps = len(scales)
+    show = progress or (lambda event: None)
+    returns, spent = [], [0.0]
+
+    def measured(batches: int, episodes) -> None:
+        returns.append(episodes.task_returns().double().cpu().numpy())
+        spent.append(spent[-1] + float(episodes.mask.sum()) / len(tasks))
+        show(ProgressEvent(stage, batches, steps + 1, "batch",
+                           {"return": f"{returns[-1].mean():.2f}"}))
+
+    show(ProgressEvent(stage, 0, steps + 1, "batch"))
     adaptation = adapt(setup.policy, rule, meta, tasks, setup.sampler, steps, seed,
-                       setup.config.returns, scales)
-    final = setup.sampler.sample(tasks, adaptation.params, seed + steps)
-    batches = [*adaptation.episodes, final]
-    returns = torch.stack([ep.task_returns() for ep in batches]).double().cpu().numpy()
-    per_batch = [float(ep.mask.sum()) / len(tasks) for ep in batches]
-    spent = np.concatenate([[0.0], np.cumsum(per_batch[:-1])])
-    return returns, spent
+                       setup.config.returns, scales, on_step=measured, keep=False)
+    measured(steps + 1, setup.sampler.sample(tasks, adaptation.params, seed + steps))
+    return np.stack(returns), np.asarray(spent[:-1])
 
 
 def load_eval(path: str | Path) -> dict:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -166,13 +166,19 @@ def adapt(
     returns: ReturnsConfig = ReturnsConfig(),
     scales: list[float] | None = None,
     differentiable: bool = False,
+    on_step: Callable[[int, Episodes], None] | None = None,
+    keep: bool = True,
+    rows: tuple[int, int] | None = None,
 ) -> Adaptation:
     """``steps`` inner steps of ``rule`` from the meta-parameters ``meta``, for each of ``tasks``.
 
     Step ``k`` (from 0) samples its episodes with seed ``seed + k`` and takes the step size times
     ``scales[k]`` (default 1; :func:`step_scales`). With ``differentiable`` the adapted
     parameters keep their graph to ``meta`` (unless ``rule.first_order``); otherwise nothing is
-    differentiated through. Returns the adapted per-task parameters and the data of every step.
+    differentiated through. ``on_step(k, episodes)`` is called after step ``k`` (from 1) with the
+    episodes it adapted on; with ``keep=False`` those are not kept (memory stays that of one
+    step, however many there are). Returns the adapted per-task parameters and the data of every
+    step kept. ``rows`` places ``tasks`` in a larger batch (a rank's slice; ``Sampler.sample``).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}")
@@ -186,11 +192,14 @@ def adapt(
     episodes, advantages = [], []
     with torch.set_grad_enabled(differentiable):
         for k in range(steps):
-            ep = sampler.sample(tasks, detach(params), seed + k)
+            ep = sampler.sample(tasks, detach(params), seed + k, rows)
             adv = compute_advantages(ep, returns)
             params = inner_step(policy, params, ep, adv, scale_lr(lr, scales[k]), first_order)
-            episodes.append(ep)
-            advantages.append(adv)
+            if keep:
+                episodes.append(ep)
+                advantages.append(adv)
+            if on_step is not None:
+                on_step(k + 1, ep)
     return Adaptation(params, episodes, advantages)
 
 

@@ -40,6 +40,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from meta_rl.distributed import SINGLE, Shard
 from meta_rl.episodes import Episodes
 from meta_rl.inner import InnerRule, detach, replay
 from meta_rl.policies import Dist, Params, Policy
@@ -84,13 +85,22 @@ class MetaObjective:
     The adapted policy's outputs on all validation states are computed once, with their graph
     to ``meta``; :meth:`surrogate`, :meth:`gradient` and the full-data curvature products reuse
     them. :meth:`gradient` is computed once, for every meta-parameter together.
+
+    With a distributed ``shard`` the batch is one rank's slice of ``num_tasks`` tasks: each task
+    weighs ``1 / num_tasks``, and the gradient, the curvature products and :meth:`at` are
+    all-reduced, so every rank sees the whole meta-batch's values (:meth:`surrogate` stays this
+    rank's part).
     """
 
     def __init__(self, policy: Policy, rule: InnerRule, meta: Params, batch: MetaBatch,
-                 adapted: Params | None = None, old_log_prob: Tensor | None = None):
+                 adapted: Params | None = None, old_log_prob: Tensor | None = None,
+                 shard: Shard = SINGLE, num_tasks: int | None = None):
         self.policy, self.rule, self.meta, self.batch = policy, rule, meta, batch
         self.adapted = self.replay(meta, graph=True) if adapted is None else adapted
-        self.weights = state_weights(batch.valid.mask)
+        # one rank's slice of a meta-batch of num_tasks: its sums are all-reduced
+        self.shard = shard
+        self.num_tasks = batch.valid.num_tasks if num_tasks is None else num_tasks
+        self.weights = state_weights(batch.valid.mask, self.num_tasks)
         self._old_log_prob = old_log_prob
         self._gradient: tuple[Tensor, Params] | None = None
 
@@ -147,6 +157,9 @@ class MetaObjective:
             keys = [k for k, v in self.meta.items() if v.requires_grad]
             grads = torch.autograd.grad(loss, [self.meta[k] for k in keys],
                                         retain_graph=retain_graph)
+            if self.shard.distributed:  # one all-reduce of the flat gradient, and of the loss
+                total = self.shard.all_reduce(torch.cat([flat(grads), loss.detach().view(1)]))
+                grads, loss = unflat(total[:-1], list(grads)), total[-1]
             self._gradient = loss, dict(zip(keys, grads))
         return self._gradient
 
@@ -155,6 +168,8 @@ class MetaObjective:
         params = detach(self.replay(values))
         with torch.no_grad():
             loss, kl = self.loss_kl(params)
+        if self.shard.distributed:
+            loss, kl = self.shard.all_reduce(torch.stack([loss, kl]))
         return float(loss), float(kl)
 
     # -- curvature -----------------------------------------------------------------------------
@@ -179,7 +194,7 @@ class MetaObjective:
             d, weights = self.dist, self.weights
         else:
             valid = subsample_steps(self.batch.valid, index)
-            weights = state_weights(valid.mask)
+            weights = state_weights(valid.mask, self.num_tasks)
             sub = self.replay(dict(zip(keys, meta)), fraction, graph=True)
             adapted = {k: self.adapted[k].detach() + (v - v.detach()) for k, v in sub.items()}
             d = self.policy.dist(adapted, valid.obs, valid.mask)
@@ -195,7 +210,7 @@ class MetaObjective:
             fjv = [t for t in self.policy.fisher_product(old, tangent, weights) if t is not None]
             out = torch.autograd.grad(outputs, meta, fjv, retain_graph=True,
                                       materialize_grads=True)
-            return flat(out) + damping * v
+            return self.shard.all_reduce(flat(out)) + damping * v
 
         return hvp
 
@@ -224,10 +239,11 @@ def unflat(vector: Tensor, like: list[Tensor]) -> list[Tensor]:
     return out
 
 
-def state_weights(mask: Tensor) -> Tensor:
-    """Weights ``[T, E, H]`` that make a weighted sum the mean over tasks of each task's mean
-    over its valid states."""
-    return mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * mask.shape[0])
+def state_weights(mask: Tensor, num_tasks: int | None = None) -> Tensor:
+    """Weights ``[T, E, H]`` that make a weighted sum the mean over ``num_tasks`` (default
+    ``T``) tasks of each task's mean over its valid states."""
+    tasks = mask.shape[0] if num_tasks is None else num_tasks
+    return mask / (mask.sum((1, 2), keepdim=True).clamp_min(1) * tasks)
 
 
 def step_index(horizon: int, fraction: float) -> Tensor | None:

@@ -26,12 +26,9 @@ import torch
 from torch import Tensor
 
 from meta_rl.config import TRPOConfig
+from meta_rl.errors import NonFiniteError
 from meta_rl.objective import MetaObjective, flat, unflat
 from meta_rl.policies import Params
-
-
-class NonFiniteError(RuntimeError):
-    """A loss or gradient became NaN or infinite."""
 
 
 class OuterStep(Protocol):
@@ -184,7 +181,12 @@ class ReptileStep:
 
     @torch.no_grad()
     def step(self, objective: MetaObjective) -> dict[str, float]:
-        deltas = {k: (objective.adapted[k] - p).mean(0) for k, p in self.params.items()}
+        if objective.shard.distributed:  # this rank's sum, all-reduced, over all the tasks
+            local = [(objective.adapted[k] - p).sum(0) for k, p in self.params.items()]
+            total = objective.shard.all_reduce(flat(local)) / objective.num_tasks
+            deltas = dict(zip(self.params, unflat(total, local)))
+        else:
+            deltas = {k: (objective.adapted[k] - p).mean(0) for k, p in self.params.items()}
         norm = float(flat(list(deltas.values())).norm())
         if not math.isfinite(norm):
             raise NonFiniteError(f"Reptile's displacement norm {norm} is not finite")

@@ -45,6 +45,17 @@ class Dist(NamedTuple):
     log_std: Tensor | None
 
 
+def _noise(draw, like: Tensor, generator, rows: tuple[int, int] | None, dtype=None) -> Tensor:
+    """``draw`` (``torch.randn``/``torch.rand``) of ``like``'s shape, or, with
+    ``rows=(offset, total)``, those rows of a draw for ``total`` rows (one rank's slice)."""
+    dtype = like.dtype if dtype is None else dtype
+    if rows is None or (rows[0] == 0 and rows[1] == like.shape[0]):
+        return draw(like.shape, generator=generator, device=like.device, dtype=dtype)
+    offset, total = rows
+    full = draw((total, *like.shape[1:]), generator=generator, device=like.device, dtype=dtype)
+    return full[offset:offset + like.shape[0]]
+
+
 def _expand_log_std(log_std: Tensor, loc: Tensor) -> Tensor:
     """Broadcast ``log_std`` ``[T, A]`` (or ``[A]``) against ``loc`` ``[T, *B, A]``."""
     if log_std.dim() == 1:
@@ -177,9 +188,12 @@ class GaussianMLPPolicy(MLPPolicy):
         loc = torch.addcmul(self.action_center, self.action_log_scale.exp(), self.body(obs))
         return Dist(loc, self.log_std + self.action_log_scale)
 
-    def sample(self, params: Params, obs: Tensor, generator: torch.Generator | None) -> Tensor:
+    def sample(self, params: Params, obs: Tensor, generator: torch.Generator | None,
+               rows: tuple[int, int] | None = None) -> Tensor:
+        """Actions for ``obs [T, ...]``. With ``rows=(offset, total)`` the noise is rows
+        ``offset..offset + T`` of the noise a batch of ``total`` tasks would draw."""
         loc, log_std = self.dist(params, obs)
-        noise = torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+        noise = _noise(torch.randn, loc, generator, rows)
         return loc + noise * _expand_log_std(log_std, loc).exp()
 
     @staticmethod
@@ -231,9 +245,11 @@ class CategoricalMLPPolicy(MLPPolicy):
     def forward(self, obs: Tensor) -> Dist:
         return Dist(torch.log_softmax(self.body(obs), -1), None)
 
-    def sample(self, params: Params, obs: Tensor, generator: torch.Generator | None) -> Tensor:
+    def sample(self, params: Params, obs: Tensor, generator: torch.Generator | None,
+               rows: tuple[int, int] | None = None) -> Tensor:
+        """Actions for ``obs [T, ...]``, the noise as :meth:`GaussianMLPPolicy.sample`'s."""
         logits = self.dist(params, obs).loc
-        u = torch.rand(logits.shape, generator=generator, device=logits.device)
+        u = _noise(torch.rand, logits, generator, rows, dtype=torch.float32)
         return torch.argmax(logits - torch.log(-torch.log(u.clamp_min(1e-20))), -1)  # Gumbel-max
 
     @staticmethod
@@ -266,10 +282,12 @@ def make_policy(
     observation_space: gym.spaces.Space,
     action_space: gym.spaces.Space,
     config: PolicyConfig = PolicyConfig(),
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> Policy:
     """The policy that fits ``action_space`` (Gaussian for ``Box``, categorical for
-    ``Discrete``), with ``config``'s architecture, its parameters and buffers in ``dtype``."""
+    ``Discrete``), with ``config``'s architecture, its parameters and buffers in ``dtype``
+    (default: ``config.dtype``)."""
+    dtype = getattr(torch, config.dtype) if dtype is None else dtype
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(f"observations must be a flat Box, got {observation_space!r}")
     if dtype not in (torch.float32, torch.float64):

@@ -88,8 +88,8 @@ def eval_table(result, compact: bool = False) -> Table:
     table = Table(
         title=f"{escape(d['family'])} ({d.get('algo', '?')}): return after k adaptation steps",
         caption=f"{d['tasks']} held-out tasks, {_batch_note(d)}, "
-                f"seed {d['seed']}{_lr_note(d)}; mean ± 95% CI over tasks; "
-                "wall s includes pretraining",
+                f"seed {d['seed']}{_lr_note(d)}; mean ± 95% CI over tasks"
+                + ("; wall s includes pretraining" if "pretrained" in d["methods"] else ""),
     )
     table.add_column("method", no_wrap=True)
     for k in d["steps"]:
@@ -132,7 +132,8 @@ def write_eval(result, out_dir: str | Path) -> dict[str, Path]:
     return {"json": json_path, "png": png_path}
 
 
-def _figure(size=(6.4, 4.4)):
+def figure(size=(6.4, 4.4)):
+    """A matplotlib figure on the Agg canvas (no pyplot, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -141,7 +142,8 @@ def _figure(size=(6.4, 4.4)):
     return fig
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` as a PNG, atomically."""
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
 
 
@@ -149,7 +151,7 @@ def plot_adaptation(result, path: str | Path) -> Path:
     """Mean return vs adaptation step per method, with 95% CI bands, to ``path`` (PNG)."""
     d = _as_dict(result)
     path = Path(path)
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     steps = d["steps"]
     for name, m in d["methods"].items():
@@ -163,13 +165,14 @@ def plot_adaptation(result, path: str | Path) -> Path:
         ax.fill_between(ks, [a - b for a, b in zip(mus, cis)], [a + b for a, b in zip(mus, cis)],
                         color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xticks(steps)
-    ax.set_xlabel("adaptation steps k (PPO: k × episodes × horizon env steps)")
+    ax.set_xlabel("adaptation steps k" + (" (PPO: k × episodes × horizon env steps)"
+                                          if "ppo" in d["methods"] else ""))
     ax.set_ylabel("mean return per episode")
     ax.set_title(f"{d['family']}: {d.get('algo', '?')} vs baselines "
                  f"({d['tasks']} held-out tasks, 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -187,7 +190,7 @@ def plot_training(run_dir: str | Path, out: str | Path | None = None) -> Path:
         import yaml
 
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     its = [r["iteration"] for r in records]
     ax.plot(its, [r["pre_adapt_return"] for r in records], label="before adaptation")
@@ -201,5 +204,5 @@ def plot_training(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     path = Path(out) if out is not None else run_dir / "training.png"
-    _save(fig, path)
+    save_figure(fig, path)
     return path

@@ -11,12 +11,23 @@ process's policy do not fight over cores. ``W = 1`` steps everything in the main
 
 Episodes do not auto-reset: a sub-env that terminated or was truncated is not stepped again until
 the next ``reset``; it reports its final observation, reward 0 and the flag that ended it.
+
+Nothing hangs and nothing is left behind. Every call has a timeout (``timeout`` seconds: the
+run's ``env_timeout``, or the family's ``call_timeout``): a worker that does not answer in time
+is killed, and so is one whose parent dies, even by ``kill -9`` (Linux's parent-death signal;
+workers ignore Ctrl-C and leave it to their parent). A call that fails, hangs or finds a worker
+dead raises :class:`~meta_rl.errors.EnvError` naming the family, the call and the tasks of the
+slice; the env is unusable after it.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -26,6 +37,7 @@ import numpy as np
 from gymnasium.vector.utils import batch_space
 
 from envs import TaskFamily
+from meta_rl.errors import EnvError
 
 
 class _Slice:
@@ -77,9 +89,22 @@ class _Slice:
         raise ValueError(f"unknown command {cmd!r}")
 
 
-def _worker(conn, family: TaskFamily, parent_ends: list = ()) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have Linux kill this process when its parent dies (a worker blocked in an env call never
+    reads its pipe's end of file); exit at once if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _worker(conn, family: TaskFamily, parent: int, parent_ends: list = ()) -> None:
     import torch
 
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for end in parent_ends:
         end.close()
     torch.set_num_threads(1)
@@ -90,10 +115,40 @@ def _worker(conn, family: TaskFamily, parent_ends: list = ()) -> None:
             conn.send(("ok", state.handle(cmd, arg)))
             if cmd == "close":
                 return
-    except (KeyboardInterrupt, EOFError):
+    except EOFError:
         return
     except Exception as exc:  # report to the parent instead of dying silently
-        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        conn.send(("error", f"raised {type(exc).__name__}: {exc}", traceback.format_exc()))
+
+
+def _describe(tasks: list) -> str:
+    """A few of ``tasks``, for a message: the distinct ones in order, the first three named."""
+    distinct = list(dict.fromkeys(tasks))
+    named = ", ".join(map(repr, distinct[:3]))
+    return named + (f" and {len(distinct) - 3} more" if len(distinct) > 3 else "")
+
+
+class _Alarm:
+    """Raise :class:`EnvError` in the main thread if a block outlasts ``seconds`` (SIGALRM);
+    elsewhere (another thread, no ``setitimer``) the block just runs."""
+
+    def __init__(self, seconds: float | None, message: str):
+        self.seconds, self.message = seconds, message
+        self.active = (bool(seconds) and hasattr(signal, "setitimer")
+                       and threading.current_thread() is threading.main_thread())
+
+    def _fire(self, signum, frame):
+        raise EnvError(self.message)
+
+    def __enter__(self):
+        if self.active:
+            self._old = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old)
 
 
 class TaskVectorEnv(gym.vector.VectorEnv):
@@ -106,12 +161,15 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": None}
 
-    def __init__(self, family: TaskFamily, num_workers: int | None = None):
+    def __init__(self, family: TaskFamily, num_workers: int | None = None,
+                 timeout: float | None = None):
         if num_workers is None:
             num_workers = os.cpu_count() or 1
         TaskFamily.check_count(num_workers, "num_workers")
         self.family = family
         self.num_workers = num_workers
+        self.timeout = float(timeout if timeout is not None else family.call_timeout)
+        self._tasks: list = []
         self.single_observation_space = family.observation_space
         self.single_action_space = family.action_space
         self.num_envs = 0
@@ -120,7 +178,8 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self._conns: list = []
         self._slices: list[slice] = []
         self._closed = False
-        self._failed = ""  # why a worker failed; the env is unusable after it
+        self._failed = ""  # why a call failed; the env is unusable after it
+        self.failure_detail = ""  # the failing side's traceback, for a log
 
     def _start(self, workers: int) -> None:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -128,8 +187,8 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             parent, child = ctx.Pipe()
             # the child closes every parent end it inherited, so that when the main process
             # dies (even by SIGKILL) its pipe reaches EOF and the worker exits
-            proc = ctx.Process(target=_worker, args=(child, self.family, [parent, *self._conns]),
-                               daemon=True)
+            proc = ctx.Process(target=_worker, daemon=True,
+                               args=(child, self.family, os.getpid(), [parent, *self._conns]))
             proc.start()
             child.close()
             self._procs.append(proc)
@@ -138,32 +197,51 @@ class TaskVectorEnv(gym.vector.VectorEnv):
     def _call(self, messages: list[tuple[str, Any]]) -> list[Any]:
         """Run ``messages[0]`` here and ``messages[k]`` in worker ``k - 1``, all at once; their
         results in order. Every message is pickled before any is sent, and every worker's reply
-        is read even when another part fails, so the pipes stay in step; a failure here (or
-        Ctrl-C, which stops the workers too) reaches the caller as it is. A worker that fails or
-        dies has exited, so after it every call is refused with the reason, instead of hitting a
-        broken pipe."""
+        is read (or waited for, up to the timeout) even when another part fails, so the pipes
+        stay in step. A part that fails, outlasts the timeout or finds its worker dead raises
+        :class:`EnvError`; a worker that outlasted it is killed, and once a worker is gone the
+        env refuses every call with the reason. Ctrl-C reaches the caller as it is."""
         self._check_usable()
+        cmd = messages[0][0]
         try:  # pickled up front: a message that cannot be sent fails before any worker gets one
             payloads = [ForkingPickler.dumps(msg) for msg in messages[1:]]
         except Exception as exc:
             raise ValueError(
-                f"cannot send {messages[0][0]!r} to the {self.family.name} worker processes "
+                f"cannot send {cmd!r} to the {self.family.name} worker processes "
                 f"({type(exc).__name__}: {exc}); tasks must pickle (define their types at module "
                 "level), or use num_workers=1"
             ) from None
         sent = [self._send(conn, payload) for conn, payload in zip(self._conns, payloads)]
+        deadline = time.monotonic() + self.timeout
         try:
-            out = [self._local.handle(*messages[0])]
+            with _Alarm(self.timeout, self._what(cmd, 0, "the main process")):
+                out = [self._local.handle(*messages[0])]
+        except BaseException as exc:
+            # unwinding (an error, or Ctrl-C): the workers get a few seconds, not the timeout
+            deadline = min(deadline, time.monotonic() + 5)
+            if isinstance(exc, Exception) and not isinstance(exc, EnvError):
+                # the main process's own envs failed; the workers stay in step
+                raise EnvError(self._what(cmd, 0, "the main process", failed=exc)) from exc
+            raise
         finally:
-            replies = [self._receive(conn) if conn else ("error", "it had exited")
-                       for conn in sent]
-            failures = [f"worker {k} failed: {value}"
-                        for k, (status, value) in enumerate(replies) if status == "error"]
-            if failures:
-                self._failed = failures[0]
-        if failures:
-            raise RuntimeError(f"a {self.family.name} {failures[0]}")
-        return out + [value for _, value in replies]
+            replies = [self._receive(k, conn, deadline) for k, conn in enumerate(sent)]
+            for k, reply in enumerate(replies):
+                if reply[0] != "ok" and not self._failed:  # that worker is gone
+                    self._failed = self._what(cmd, k + 1, f"worker {k}", reply[1])
+                    self.failure_detail = reply[2] if len(reply) > 2 else ""
+        if self._failed:
+            error = EnvError(self._failed)
+            error.detail = self.failure_detail
+            raise error
+        return out + [reply[1] for reply in replies]
+
+    def _what(self, cmd: str, part: int, who: str, failed: object = None) -> str:
+        """One line: which call of which slice (and its tasks) failed or hung, and how."""
+        tasks = self._tasks[self._slices[part]] if part < len(self._slices) else []
+        how = (f"raised {type(failed).__name__}: {failed}" if isinstance(failed, Exception)
+               else failed if failed else f"did not answer within {self.timeout:g} s")
+        return (f"{self.family.name} {cmd!r} in {who} {how}"
+                + (f" (its envs run {_describe(tasks)})" if tasks else ""))
 
     @staticmethod
     def _send(conn, payload):
@@ -174,26 +252,33 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         except OSError:
             return None
 
-    @staticmethod
-    def _receive(conn) -> tuple[str, Any]:
-        """A worker's reply; a closed pipe (the worker died, e.g. killed) as its error."""
+    def _receive(self, k: int, conn, deadline: float) -> tuple:
+        """Worker ``k``'s reply; a closed pipe (the worker died) or no reply by ``deadline``
+        (the worker is then killed) as an error."""
+        if conn is None:
+            return "error", "had exited"
         try:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                self._procs[k].kill()
+                self._procs[k].join(timeout=5)
+                return ("error", f"did not answer within {self.timeout:g} s, so it was killed")
             return conn.recv()
         except (EOFError, OSError) as exc:
-            return "error", f"it exited without replying ({type(exc).__name__})"
+            return "error", f"exited without replying ({type(exc).__name__})"
 
     def _check_usable(self) -> None:
         if self._closed:
             raise RuntimeError("TaskVectorEnv is closed")
         if self._failed:
-            raise RuntimeError(f"this TaskVectorEnv is unusable: a {self.family.name} "
-                               f"{self._failed.splitlines()[0]}; close it and make a new one")
+            raise EnvError(f"this TaskVectorEnv is unusable after a failure ({self._failed}); "
+                           "close it and make a new one")
 
     def set_tasks(self, tasks: list) -> None:
         """Give sub-env ``i`` the task ``tasks[i]`` (envs are reused; tasks switched in place)."""
         self._check_usable()
         tasks = [self.family.check_task(t) for t in tasks]
         n = TaskFamily.check_count(len(tasks), "number of tasks")
+        self._tasks = tasks
         steppers = min(self.num_workers, n)
         if len(self._procs) < steppers - 1:
             self._start(steppers - 1 - len(self._procs))
@@ -220,20 +305,25 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         return obs.astype(np.float32, copy=False), rew, term, trunc, {}
 
     def close_extras(self, **kwargs) -> None:
+        """Close every worker: ask it to, wait a few seconds, then kill it."""
         if self._closed:
             return
         self._closed = True
-        for conn in self._conns:
+        for conn, proc in zip(self._conns, self._procs):
             try:
                 conn.send(("close", None))
-                conn.recv()
+                if conn.poll(5):
+                    conn.recv()
             except (OSError, EOFError, BrokenPipeError):
                 pass
-        for proc in self._procs:
-            proc.join(timeout=5)
+            proc.join(timeout=1)
             if proc.is_alive():
-                proc.terminate()
-        self._local.handle("close", None)
+                proc.kill()
+                proc.join(timeout=5)
+        try:
+            self._local.handle("close", None)
+        except Exception:  # noqa: BLE001 (a broken env must not keep the workers alive)
+            pass
 
     def __del__(self):
         try:

@@ -1,6 +1,7 @@
 """Throughput benchmarks, one subcommand each; figures go to docs/benchmarks.md with their command.
 
     python scripts/benchmark.py envs [--device cpu|cuda] [--threads N] [--repeats R]
+    python scripts/benchmark.py scale [--processes 1,2] [--iterations 6] [--only TEXT]
     python scripts/benchmark.py meta [--threads 1,default] [--iterations N] [--algos A,B]
         [--tasks 20,100,1000] [--device cpu|cuda] [--fisher-fraction F] [--profile]
         [--cheetah-tasks 40] [--cheetah-episodes 20]
@@ -8,6 +9,9 @@
 ``envs``: environment steps per second of batched Navigation2D under a random policy (actions
 drawn by torch on the env's device every step) at T*E = 400, 4,000 and 40,000, on the CPU and,
 when there is one, the GPU; and of one raw Gymnasium HalfCheetahVel env, for reference.
+
+``scale``: seconds per meta-iteration of ``meta-rl train`` itself on 1 and 2 processes
+(``torchrun --standalone``) for Navigation2D and HalfCheetahVel at the MAML paper's size.
 
 ``meta``: seconds per meta-iteration (sampling, inner loop and outer step, as ``Trainer`` runs
 them) on Navigation2D at the MAML paper's size -- 20 tasks x 20 episodes x 100 steps, a 100x100
@@ -76,6 +80,11 @@ def machine() -> str:
             f"{torch.get_num_threads()} torch threads")
 
 
+def wide_console() -> Console:
+    """A console whose tables are never cut: the terminal's width, or 200 columns in a pipe."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -129,7 +138,7 @@ def run_envs(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     seed_everything(0)
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    console = Console()
+    console = wide_console()
     table = Table(title="Environment steps per second", caption=machine())
     for column in ("env", "device", "T x E", "steps/s", "time per step"):
         table.add_column(column, justify="left" if column in ("env", "device") else "right")
@@ -346,7 +355,7 @@ def run_meta(args: argparse.Namespace) -> int:
         return 2
     seed_everything(0)
     default_threads = torch.get_num_threads()
-    console = Console()
+    console = wide_console()
     table = Table(title="Seconds per meta-iteration (best, median) and env steps/s, Navigation2D "
                         f"(E={args.episodes} episodes x H=100 steps per task, 100x100 policy)",
                   caption=machine())
@@ -453,10 +462,75 @@ def add_meta_parser(subparsers) -> None:
     p.set_defaults(run=run_meta)
 
 
+# -- scale -----------------------------------------------------------------------------------------
+
+#: (label, ``meta-rl train`` flags) of the ``scale`` runs: Navigation2D at the paper's size, and
+#: HalfCheetahVel at the paper's (sampling-bound: 40 tasks x 20 episodes x 200 MuJoCo steps)
+SCALE_RUNS = (
+    ("Navigation2D, MAML-TRPO, 20 tasks x 20 episodes", ["--preset", "navigation2d-maml"]),
+    ("HalfCheetahVel, MAML-TRPO, 40 tasks x 20 episodes", ["--preset", "halfcheetahvel-maml"]),
+)
+
+
+def time_training(flags: list[str], processes: int, iterations: int, out: Path) -> list[float]:
+    """Seconds of each meta-iteration (from ``metrics.jsonl``) of ``meta-rl train`` on
+    ``processes`` ranks (``torchrun --standalone`` when more than one)."""
+    import json
+    import shutil
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "meta_rl", "train", *flags, "--iterations", str(iterations),
+               "--out", str(out), "--checkpoint-every", str(iterations)]
+    if processes > 1:
+        command[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                        str(processes), "-m"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise SystemExit(f"error: {' '.join(command)} failed:\n{result.stderr[-2000:]}")
+    walls = [json.loads(line)["wall_s"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return list(np.diff([0.0, *walls]))
+
+
+def run_scale(args: argparse.Namespace) -> int:
+    import tempfile
+
+    console = wide_console()
+    table = Table(title=f"Seconds per meta-iteration of `meta-rl train` on 1 and "
+                        f"{max(args.processes)} processes (median of iterations 2..{args.iterations})",
+                  caption=machine())
+    for column in ("run", "processes", "median s/iter", "speed-up"):
+        table.add_column(column, justify="left" if column == "run" else "right", no_wrap=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, flags in SCALE_RUNS:
+            if args.only and args.only not in label:
+                continue
+            base = None
+            for processes in args.processes:
+                times = time_training(flags, processes, args.iterations, Path(tmp) / "run")
+                median = float(np.median(times[1:]))  # the first pays the start-up
+                base = base or median
+                table.add_row(label, str(processes), f"{median:.2f}", f"{base / median:.2f}x")
+    console.print(table)
+    return 0
+
+
+def add_scale_parser(subparsers) -> None:
+    p = subparsers.add_parser("scale", help="meta-rl train on 1 and more processes (torchrun)")
+    p.add_argument("--processes", type=int_list, default=[1, 2],
+                   help="process counts to time, comma-separated (default 1,2)")
+    p.add_argument("--iterations", type=positive_int, default=6,
+                   help="meta-iterations per run; the first is not counted (default 6)")
+    p.add_argument("--only", default="", help="only the runs whose label contains this text")
+    p.set_defaults(run=run_scale)
+
+
 # -- dispatch --------------------------------------------------------------------------------------
 
 #: subcommand name -> function adding its parser (which sets ``run``)
-SUBCOMMANDS: dict[str, Callable] = {"envs": add_envs_parser, "meta": add_meta_parser}
+SUBCOMMANDS: dict[str, Callable] = {"envs": add_envs_parser, "meta": add_meta_parser,
+                                    "scale": add_scale_parser}
 
 
 def main(argv: list[str] | None = None) -> int:

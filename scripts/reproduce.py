@@ -52,7 +52,6 @@ from meta_rl.config import EvalConfig, RunConfig, TrainConfig  # noqa: E402
 from meta_rl.evaluation import evaluate  # noqa: E402
 from meta_rl.inner import step_scales  # noqa: E402
 from meta_rl.presets import load_yaml_config  # noqa: E402
-from meta_rl.progress import TrainingProgress  # noqa: E402
 from meta_rl.report import write_eval  # noqa: E402
 from meta_rl.trainer import Trainer, check_revision  # noqa: E402
 
@@ -170,14 +169,11 @@ def train(config: TrainConfig, out: Path, console: Console, keep_every: int | No
             return state
         # a resumed run keeps its experiment; how it runs and what it keeps may change
         trainer = Trainer.resume(out, iterations=config.iterations, threads=config.run.threads,
-                                 keep_every=keep_every)
+                                 keep_every=keep_every, stage=out.name)
     else:
-        trainer = Trainer(config, out)
+        trainer = Trainer(config, out, stage=out.name)
     try:
-        with TrainingProgress(config.iterations, trainer.iteration, console,
-                              title=out.name) as progress:
-            trainer.callbacks.append(progress)
-            trainer.train()
+        trainer.train()
     finally:
         trainer.close()
     return load_checkpoint(out)
@@ -196,7 +192,7 @@ def select_schedule(out: Path, seed: int, protocol: EvalConfig,
     tried = []
     for scale, decay in grid(protocol.steps):
         result = evaluate(out, protocol, seed=VALIDATION_SEED + seed, methods="meta",
-                          later_lr_scale=scale, later_lr_decay=decay)
+                          later_lr_scale=scale, later_lr_decay=decay, progress=False)
         curve = result.methods["meta"].mean
         tried.append({"later_lr_scale": scale, "later_lr_decay": decay, "validation": curve})
         console.print(f"  validation, scale {scale:g} decay {decay:g}: "
@@ -302,8 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             scale, decay, tried = select_schedule(out, seed, plan.protocol, console)
         else:
             scale, decay, tried = plan.protocol.later_lr_scale, plan.protocol.later_lr_decay, []
-        result = evaluate(out, plan.protocol, later_lr_scale=scale, later_lr_decay=decay,
-                          progress=lambda m: console.print(m, highlight=False, markup=False))
+        result = evaluate(out, plan.protocol, later_lr_scale=scale, later_lr_decay=decay)
         write_eval(result, out)
         meta = result.methods["meta"]
         rows.setdefault(algo, []).append({

@@ -165,7 +165,7 @@ def test_resume_drops_a_metrics_line_cut_short(tmp_path):
 
 def test_resume_without_or_with_corrupt_checkpoint(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert_one_line_error(capsys.readouterr().err, "no checkpoint at")
+    assert_one_line_error(capsys.readouterr().err, "nothing to resume")
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     before = snapshot(tmp_path)
     assert main(["train", "--resume", str(tmp_path), "--iterations", "3"]) == 2

@@ -61,11 +61,15 @@ def run(tmp_path_factory, one_thread):
 @pytest.fixture(scope="module")
 def first(run):
     """The first evaluation of ``run`` (trains and caches the pretrained baseline)."""
-    messages = []
-    result = evaluate(run, **SIZES, ppo_tasks=PPO_TASKS, progress=messages.append)
+    events = []
+    result = evaluate(run, **SIZES, ppo_tasks=PPO_TASKS, progress=events.append)
     paths = write_eval(result, run / "eval1")
     mtime = (run / "pretrained" / "checkpoint.pt").stat().st_mtime_ns
-    return result, paths, mtime, messages
+    return result, paths, mtime, events
+
+
+def notes(events) -> list[str]:
+    return [e.note for e in events if e.note]
 
 
 def numbers(d: dict) -> dict:
@@ -95,7 +99,10 @@ def test_eval_json_has_the_documented_shape(first):
     assert d["methods"]["pretrained"]["cached"] is False
     assert len(d["task_list"]) == SIZES["tasks"]
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert any(msg.startswith("pretrained: training") for msg in messages)
+    assert any(msg.startswith("pretrained: training") for msg in notes(messages))
+    # every stage reports its progress to the end: the baseline's training, each method's steps
+    finished = {e.stage for e in messages if not e.note and e.done == e.total}
+    assert {"pretrained: training", "meta", "random", "pretrained", "ppo"} <= finished
 
 
 def test_same_seed_same_numbers_and_pretrained_cache_is_reused(run, first):
@@ -239,7 +246,7 @@ def test_stale_pretrained_cache_is_retrained_and_interrupted_one_resumed(run, fi
     save_checkpoint(ckpt, {**state, "iteration": state["iteration"] - 2})
     messages = []
     evaluate(copy, **SIZES, methods=["pretrained"], progress=messages.append)
-    assert any("resuming" in m for m in messages)
+    assert any("resuming" in m for m in notes(messages))
     assert load_checkpoint(ckpt)["iteration"] == want["iterations"]
 
 
@@ -273,7 +280,7 @@ def test_a_model_of_another_revision_is_evaluated_with_a_warning_on_record(run, 
     messages = []
     same = evaluate(run, progress=messages.append, **kwargs)
     assert (same.env_revision, same.trained_env_revision) == (envs.Navigation2D.revision, 2)
-    assert not any("warning" in m for m in messages)
+    assert not any("warning" in m for m in notes(messages))
     out = io.StringIO()
     print_eval(same, Console(file=out, width=200))
     assert "revision" not in out.getvalue()
@@ -285,10 +292,10 @@ def test_a_model_of_another_revision_is_evaluated_with_a_warning_on_record(run, 
     save_checkpoint(old / "checkpoint.pt", state)
     with pytest.warns(UserWarning, match="trained on Navigation2D revision 1, and this "
                                          "version's tasks are revision 2"):
-        result = evaluate(old, **kwargs)
+        result = evaluate(old, progress=False, **kwargs)  # silent: a Python warning
     messages = []
     evaluate(old, progress=messages.append, **kwargs)  # with a progress callback: told there
-    assert any(m.startswith("warning:") and "revision 1" in m for m in messages)
+    assert any(m.startswith("warning:") and "revision 1" in m for m in notes(messages))
     d = load_eval(write_eval(result, old)["json"])
     assert (d["env_revision"], d["trained_env_revision"]) == (2, 1)
     out = io.StringIO()

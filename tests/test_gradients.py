@@ -7,6 +7,7 @@ import torch
 
 from meta_rl import (FixedStep, LearnedRates, MetaBatch, MetaObjective, ReptileStep,
                      meta_objective, replay)
+from meta_rl.distributed import SINGLE
 from meta_rl.inner import inner_loss
 from meta_rl.objective import flat, step_index, unflat
 from meta_rl.policies import CategoricalMLPPolicy, Dist, GaussianMLPPolicy
@@ -126,7 +127,7 @@ def test_reptile_step_is_epsilon_times_displacement_for_one_task():
     adapted = {k: (v + torch.randn_like(v)).unsqueeze(0) for k, v in before.items()}
 
     class Displacement:  # all a Reptile step reads of the meta-batch
-        pass
+        shard, num_tasks = SINGLE, 1
 
     batch = Displacement()
     batch.adapted = adapted

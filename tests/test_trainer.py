@@ -30,9 +30,9 @@ def test_non_finite_rewards_stop_training_and_keep_the_last_good_checkpoint(algo
     real_sample = sampler.sample
     samples_per_iteration = trainer.config.inner.inner_steps + 1
 
-    def poisoned(tasks, params, seed):  # from iteration 3 on, the env returns NaN rewards
+    def poisoned(tasks, params, seed, rows=None):  # from iteration 3, NaN rewards
         calls["n"] += 1
-        episodes = real_sample(tasks, params, seed)
+        episodes = real_sample(tasks, params, seed, rows)
         if calls["n"] > 2 * samples_per_iteration:
             episodes = episodes._replace(rewards=episodes.rewards * float("nan"))
         return episodes
