@@ -29,44 +29,96 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 import envs
-from meta_rl.checkpoint import CHECKPOINT, load_checkpoint
-from meta_rl.config import TrainConfig
+from meta_rl.checkpoint import CHECKPOINT, atomic_write, load_checkpoint
+from meta_rl.config import EvalConfig, TrainConfig
 from meta_rl.inner import FixedStep, InnerRule
 from meta_rl.policies import Params
 from meta_rl.progress import ProgressCallback, ProgressEvent
+from meta_rl.seeding import eval_seeds
 from meta_rl.trainer import Setup, Trainer, check_revision
 
 PRETRAINED_DIR = "pretrained"
 """sub-directory of a model's folder that caches its pretrained baseline"""
+BASELINE_STEPS = "baselines.json"
+"""file of a model's folder that caches the baselines' chosen step sizes"""
 
 
-def random_init(setup: Setup, seed: int) -> tuple[InnerRule, Params, dict]:
-    """The run's inner rule from a fresh initialisation drawn with ``seed``."""
+@dataclass(frozen=True)
+class Method:
+    """How a policy-gradient method adapts: its inner rule from its starting ``meta``, the first
+    ``trained_steps`` steps plain (later ones bounded by the evaluation's ``later_kl``), and
+    notes for the record."""
+
+    rule: InnerRule
+    meta: Params
+    trained_steps: int
+    extra: dict = field(default_factory=dict)
+
+
+def random_init(setup: Setup, seed: int) -> tuple[Params, dict]:
+    """A fresh initialisation drawn with ``seed``, on the evaluation's device."""
     init = setup.policy.init_params(torch.Generator().manual_seed(seed))
-    params = {k: v.to(setup.device) for k, v in init.items()}
-    rule = setup.learner.rule
-    return rule, {**params, **rule.init(params)}, {"init_seed": seed}
+    return {k: v.to(setup.device) for k, v in init.items()}, {"init_seed": seed}
 
 
 def pretrained(setup: Setup, config: TrainConfig, iterations: int, home: Path,
-               progress: ProgressCallback | None = None) -> tuple[InnerRule, Params, dict]:
-    """Plain policy-gradient steps at the run's ``inner_lr`` from the multi-task policy for the
-    run ``config`` after ``iterations`` meta-iterations (trained, or read from ``home``'s cache,
-    on the evaluation's device)."""
+               progress: ProgressCallback | None = None) -> tuple[Params, dict]:
+    """The multi-task policy for the run ``config`` after ``iterations`` meta-iterations
+    (trained, or read from ``home``'s cache, on the evaluation's device)."""
     pre = pretrained_config(config, iterations).replace(device=setup.config.run.device)
     params, info = pretrained_params(home, pre, progress)
     params = {k: v.to(setup.device) for k, v in params.items()}
-    return FixedStep(pre.inner.inner_lr), params, {"iterations": pre.iterations, **info}
+    return params, {"iterations": pre.iterations, **info}
+
+
+def choose_step_size(name: str, meta: Params, home: Path, ev: EvalConfig, inner_lr: float,
+                     seed: int, curve: Callable, sample_tasks: Callable, reserved: set[int],
+                     progress: ProgressCallback | None = None) -> tuple[float, dict]:
+    """Baseline ``name``'s step size: the best of ``ev.baseline_lrs`` times ``inner_lr`` by the
+    mean return over steps 1..K on ``ev.validation_tasks`` validation tasks, and a record of the
+    choice. ``curve(rule, meta, tasks, rollout_seed)`` gives per-task returns ``[K + 1, n]``.
+    The choice is cached in ``home/baselines.json`` for the same protocol."""
+    show = progress or (lambda event: None)
+    grid = [inner_lr * f for f in ev.baseline_lrs]
+    key = json.dumps({"method": name, "seed": seed, "grid": grid, "tasks": ev.validation_tasks,
+                      "steps": ev.steps, "episodes": ev.episodes, "batch_unit": ev.batch_unit,
+                      "later_lr_scale": ev.later_lr_scale, "later_lr_decay": ev.later_lr_decay,
+                      "later_kl": ev.later_kl}, sort_keys=True)
+    path = Path(home) / BASELINE_STEPS
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    if key in cache:
+        return cache[key]["inner_lr"], cache[key]
+    if ev.steps == 0:  # nothing to choose: no step is taken
+        return inner_lr, {"chosen_on": "no step"}
+    # the 4th and 5th words of the evaluation seed stream: other tasks than the reported ones
+    task_seed, rollout_seed = eval_seeds(seed, reserved, count=5)[3:]
+    tasks = sample_tasks(ev.validation_tasks, task_seed)
+    scores = {}
+    for k, lr in enumerate(grid):
+        show(ProgressEvent(f"{name}: choosing its step size", k, len(grid), "step size"))
+        returns = curve(FixedStep(lr), meta, tasks, rollout_seed)
+        scores[lr] = float(np.mean(returns[1:].mean(1)))
+    show(ProgressEvent(f"{name}: choosing its step size", len(grid), len(grid), "step size"))
+    best = max(scores, key=scores.get)
+    record = {"inner_lr": best, "chosen_on": f"{len(tasks)} validation tasks (seed {task_seed})",
+              "validation_score": {str(lr): v for lr, v in scores.items()}}
+    cache[key] = record
+    data = (json.dumps(cache, indent=1) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
+    return best, record
 
 
 def pretrained_config(config: TrainConfig, iterations: int) -> TrainConfig:

@@ -22,7 +22,8 @@ INTERRUPTED = 130
 
 # Files a run writes; --force removes exactly these (and nothing else the user keeps there).
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "tensorboard", "eval.json",
-             "adaptation.png", "training.png", "pretrained", "snapshots")
+             "adaptation.png", "training.png", "pretrained", "snapshots", "baselines.json",
+             "error.log")
 
 
 def cmd_envs(args) -> int:

@@ -354,6 +354,18 @@ class EvalConfig(Section):
     later_lr_decay: float = setting(1.0, POSITIVE)
     """factor applied again at each step after the second (1: every later step at
     later_lr_scale)"""
+    later_kl: float | None = setting(0.25, OPTIONAL_POSITIVE)
+    """bound each step after the trained ones (all after the first, for the baselines) to move
+    a task's policy no further, in KL, than this times that task's own first step did (null:
+    the plain step, the paper's)"""
+    baseline_lrs: tuple[float, ...] = setting((0.1, 0.3, 1.0, 3.0), Check(
+        tuple, lambda v: len(v) > 0 and all(isinstance(x, (int, float)) and x > 0 for x in v),
+        "a list of positive numbers like 0.1,0.3,1,3",
+        parser=lambda t: tuple(float(x) for x in t.split(","))))
+    """the inner step sizes the random-init and pretrained baselines choose from, as multiples
+    of the run's inner_lr, by their mean return over steps 1..K on validation tasks"""
+    validation_tasks: int = setting(20, POSITIVE_INT)
+    """tasks the baselines choose their step size on (other tasks than the reported ones)"""
     batch_unit: str | None = setting(None, one_of(*BATCH_UNITS, optional=True))
     """count a batch in episodes or in env steps, E x horizon per task (default: the run's)"""
 

@@ -38,8 +38,7 @@ import torch
 from meta_rl import baselines
 from meta_rl.checkpoint import load_iteration, model_dir
 from meta_rl.config import EvalConfig, TrainConfig
-from meta_rl.inner import InnerRule, adapt, step_scales
-from meta_rl.policies import Params
+from meta_rl.inner import FixedStep, LearnedRates, adapt, step_scales
 from meta_rl.progress import ProgressCallback, ProgressEvent, progress_callback
 from meta_rl.sampling import check_memory
 from meta_rl.seeding import eval_seeds, training_seeds
@@ -68,6 +67,9 @@ class EvalResult:
     """inner step size of step 2, relative to step 1"""
     later_lr_decay: float = 1.0
     """factor applied to the step size at every step after the second"""
+    later_kl: float | None = None
+    """steps after a method's trained ones move each task's policy at most this times as far
+    (KL) as its first step did (None: plain steps)"""
     batch_unit: str = "episodes"
     """what ``episodes`` counted: episodes, or env steps in units of the horizon"""
     iteration: int | None = None
@@ -97,6 +99,7 @@ class EvalResult:
             "ci": self.ci_method,
             "later_lr_scale": self.later_lr_scale,
             "later_lr_decay": self.later_lr_decay,
+            "later_kl": self.later_kl,
             "batch_unit": self.batch_unit,
             "env_revision": self.env_revision,
             "trained_env_revision": self.trained_env_revision,
@@ -130,7 +133,7 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
     eval_config = run_config.replace(episodes=ev.episodes,
                                      batch_unit=ev.batch_unit or run_config.sampling.batch_unit,
                                      **({} if device is None else {"device": str(device)}))
-    scales = step_scales(ev.steps, ev.later_lr_scale, ev.later_lr_decay)
+    step_scales(ev.steps, ev.later_lr_scale, ev.later_lr_decay)  # (checks them first)
     task_seed, rollout_seed, ppo_seed = eval_seeds(seed, training_seeds(run_config))
     show, close_progress = progress_callback(progress)
     trained_revision, revision = revisions(state)
@@ -151,6 +154,7 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
                          eval_config.sampling.batch_unit, "an evaluation step")
             restore_learner(setup.learner, state, checkpoint)
             held_out = setup.family.sample_tasks(ev.tasks, seed=task_seed)
+            home = model_dir(run_dir, checkpoint)
             results: dict[str, MethodResult] = {}
             for name in ev.methods:
                 start = time.perf_counter()
@@ -160,12 +164,11 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
                         ev.episodes, ppo_seed, show)
                     extra = {"seed": ppo_seed}
                 else:
-                    rule, meta, extra = _starting_point(
-                        name, setup, state, run_config, seed, model_dir(run_dir, checkpoint),
-                        show)
+                    method = _method(name, setup, state, run_config, ev, seed, home, show)
                     start = time.perf_counter()
-                    returns, spent = adaptation_curve(setup, rule, meta, held_out, rollout_seed,
-                                                      scales, name, show)
+                    returns, spent = adaptation_curve(setup, method, held_out, rollout_seed, ev,
+                                                      name, show)
+                    extra = method.extra
                 results[name] = summarize(returns, spent, time.perf_counter() - start, **extra)
         finally:
             setup.close()
@@ -176,30 +179,46 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
         steps=ev.steps, episodes=ev.episodes, horizon=setup.family.horizon, tasks=held_out,
         task_seed=task_seed, rollout_seed=rollout_seed, methods=results, ci_method=ci_method(),
         later_lr_scale=ev.later_lr_scale, later_lr_decay=ev.later_lr_decay,
-        batch_unit=eval_config.sampling.batch_unit, iteration=int(state["iteration"]),
-        checkpoint=str(checkpoint), env_revision=revision, trained_env_revision=trained_revision,
+        later_kl=ev.later_kl, batch_unit=eval_config.sampling.batch_unit,
+        iteration=int(state["iteration"]), checkpoint=str(checkpoint), env_revision=revision,
+        trained_env_revision=trained_revision,
     )
 
 
-def _starting_point(name: str, setup: Setup, state: dict, run_config: TrainConfig, seed: int,
-                    home: Path, progress: ProgressCallback) -> tuple[InnerRule, Params, dict]:
-    """The inner rule and meta-parameters method ``name`` adapts with, and notes for the record
-    (``home``: the evaluated model's folder, where the pretrained baseline is cached)."""
+def _method(name: str, setup: Setup, state: dict, run_config: TrainConfig, ev: EvalConfig,
+            seed: int, home: Path, progress: ProgressCallback) -> baselines.Method:
+    """How method ``name`` adapts: the run's own rule from its meta-parameters (``meta``), or a
+    baseline's start with a step size chosen on validation tasks (``home``: the evaluated
+    model's folder, where the baselines' choices and the pretrained policy are cached)."""
     if name == "meta":
-        return setup.learner.rule, setup.learner.meta, {"iteration": int(state["iteration"])}
+        learner = setup.learner
+        lr = "learned" if isinstance(learner.rule, LearnedRates) else learner.rule.lr
+        return baselines.Method(learner.rule, learner.meta, run_config.inner.inner_steps,
+                                {"iteration": int(state["iteration"]), "inner_lr": lr})
     if name == "random":
-        return baselines.random_init(setup, seed)
-    return baselines.pretrained(setup, run_config, int(state["iteration"]), home, progress)
+        meta, extra = baselines.random_init(setup, seed)
+    else:
+        meta, extra = baselines.pretrained(setup, run_config, int(state["iteration"]), home,
+                                           progress)
+    lr, choice = baselines.choose_step_size(
+        name, meta, home, ev, run_config.inner.inner_lr, seed,
+        lambda rule, start, tasks, rollout_seed: adaptation_curve(
+            setup, baselines.Method(rule, start, 1), tasks, rollout_seed, ev)[0],
+        lambda n, task_seed: setup.family.sample_tasks(n, seed=task_seed),
+        training_seeds(run_config), progress)
+    return baselines.Method(FixedStep(lr), meta, 1, {**extra, "inner_lr": lr, **choice})
 
 
-def adaptation_curve(setup: Setup, rule: InnerRule, meta: Params, tasks: list, seed: int,
-                     scales: list[float], stage: str = "adaptation",
+def adaptation_curve(setup: Setup, method: baselines.Method, tasks: list, seed: int,
+                     ev: EvalConfig, stage: str = "adaptation",
                      progress: ProgressCallback | None = None):
-    """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``rule`` from ``meta`` (step
-    ``k`` at ``scales[k]`` times the step size), and the mean env steps per task spent before
-    each measurement ``[K + 1]``. ``progress`` hears of each of the ``K + 1`` batches; only one
-    batch is held at a time."""
-    steps = len(scales)
+    """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``method`` (step ``k`` at
+    :func:`~meta_rl.inner.step_scales` times its step size, the steps after its trained ones
+    bounded by ``ev.later_kl``), and the mean env steps per task spent before each measurement
+    ``[K + 1]``. ``progress`` hears of each of the ``K + 1`` batches; one batch is held at a
+    time."""
+    steps = ev.steps
+    scales = step_scales(steps, ev.later_lr_scale, ev.later_lr_decay)
     show = progress or (lambda event: None)
     returns, spent = [], [0.0]
 
@@ -210,8 +229,9 @@ def adaptation_curve(setup: Setup, rule: InnerRule, meta: Params, tasks: list, s
                            {"return": f"{returns[-1].mean():.2f}"}))
 
     show(ProgressEvent(stage, 0, steps + 1, "batch"))
-    adaptation = adapt(setup.policy, rule, meta, tasks, setup.sampler, steps, seed,
-                       setup.config.returns, scales, on_step=measured, keep=False)
+    adaptation = adapt(setup.policy, method.rule, method.meta, tasks, setup.sampler, steps, seed,
+                       setup.config.returns, scales, on_step=measured, keep=False,
+                       later_kl=ev.later_kl, later_from=method.trained_steps)
     measured(steps + 1, setup.sampler.sample(tasks, adaptation.params, seed + steps))
     return np.stack(returns), np.asarray(spent[:-1])
 

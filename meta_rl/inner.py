@@ -33,7 +33,7 @@ from torch import Tensor
 
 from meta_rl.config import ReturnsConfig
 from meta_rl.episodes import Episodes
-from meta_rl.policies import Params, Policy, batch_params
+from meta_rl.policies import Dist, Params, Policy, batch_params
 from meta_rl.returns import compute_advantages
 from meta_rl.sampling import Sampler
 
@@ -65,6 +65,8 @@ class InnerRule:
     """
 
     first_order: bool = False
+    max_kl: float | None = None
+    """bound each task's step to this KL from the policy before it (None: the plain step)"""
 
     def init(self, params: Params) -> Params:
         """The rule's own meta-parameters for policy parameters ``params`` (none by default)."""
@@ -81,10 +83,12 @@ class InnerRule:
 
 @dataclass(frozen=True)
 class FixedStep(InnerRule):
-    """MAML's (and Reptile's) rule: the same fixed step size ``lr`` for every parameter."""
+    """MAML's (and Reptile's) rule: the same fixed step size ``lr`` for every parameter; with
+    ``max_kl``, each task's step is shrunk to move its policy at most that far (in KL)."""
 
     lr: float
     first_order: bool = False
+    max_kl: float | None = None
 
     def step_sizes(self, meta: Params) -> float:
         return self.lr
@@ -101,6 +105,7 @@ class LearnedRates(InnerRule):
 
     init_lr: float
     first_order: bool = False
+    max_kl: float | None = None
     prefix = "lr/"
 
     def init(self, params: Params) -> Params:
@@ -132,8 +137,14 @@ def inner_loss(policy: Policy, params: Params, episodes: Episodes, advantages: T
 
 
 def inner_step(policy: Policy, params: Params, episodes: Episodes, advantages: Tensor,
-               lr: float | Params, first_order: bool) -> Params:
-    """One policy-gradient step for every task: ``[T, ...]`` params in, ``[T, ...]`` out."""
+               lr: float | Params, first_order: bool,
+               max_kl: float | Tensor | None = None) -> Params:
+    """One policy-gradient step for every task: ``[T, ...]`` params in, ``[T, ...]`` out.
+
+    With ``max_kl`` (a number, or one per task ``[T]``) each task's step is shrunk, where it
+    would move the policy further, to a KL of ``max_kl`` from the policy before it
+    (:func:`kl_bound_scale`); differentiably, so a meta-gradient flows through the bound too.
+    """
     detached = not any(p.requires_grad for p in params.values())  # evaluation: no meta-graph
     with torch.enable_grad():
         if detached:
@@ -143,13 +154,57 @@ def inner_step(policy: Policy, params: Params, episodes: Episodes, advantages: T
         grads = torch.autograd.grad(
             loss, [params[k] for k in names], create_graph=not first_order, allow_unused=True
         )
+        steps = {k: lr[k] * g if isinstance(lr, dict) else lr * g
+                 for k, g in zip(names, grads) if g is not None}
+        if max_kl is not None:
+            base = detach(params) if detached else params
+            scale = kl_bound_scale(policy, base, steps, episodes, max_kl)
+            steps = {k: v * scale.view(-1, *[1] * (v.dim() - 1)) for k, v in steps.items()}
     new = dict(params)
-    for k, g in zip(names, grads):
-        if g is None:
-            continue
-        step = lr[k] * g if isinstance(lr, dict) else lr * g
+    for k, step in steps.items():
         new[k] = params[k] - step
     return detach(new) if detached else new
+
+
+def step_kl(policy: Policy, params: Params, step: Params, episodes: Episodes) -> Tensor:
+    """``0.5 * step^T F step`` per task ``[T]``: the KL between the policy at ``params`` and at
+    ``params - step``, to second order, averaged over each task's states in ``episodes`` (``F``
+    the Fisher of the policy's distribution, applied in closed form to the change of its outputs
+    along ``step``, which one forward-mode pass gives)."""
+    mask = episodes.mask
+    weights = mask / mask.sum((1, 2), keepdim=True).clamp_min(1)
+    names = list(step)
+
+    def outputs(*values):
+        d = policy.dist({**params, **dict(zip(names, values))}, episodes.obs, mask)
+        return tuple(t for t in d if t is not None)
+
+    # (contiguous: per-task parameters may be expanded views, which forward mode cannot use)
+    out, tangent = torch.func.jvp(outputs, tuple(params[k].contiguous() for k in names),
+                                  tuple(step[k].contiguous() for k in names))
+    d = Dist(out[0], out[1] if len(out) > 1 else None)
+    dd = Dist(tangent[0], tangent[1] if len(tangent) > 1 else None)
+    fisher = policy.fisher_product(d, dd, weights)
+    q = (dd.loc * fisher.loc).flatten(1).sum(1)
+    if dd.log_std is not None:
+        q = q + (dd.log_std * fisher.log_std).reshape(q.shape[0], -1).sum(1)
+    return 0.5 * q
+
+
+@torch.no_grad()
+def mean_kl(policy: Policy, before: Params, after: Params, episodes: Episodes) -> Tensor:
+    """``KL(before || after)`` per task ``[T]``, averaged over each task's states."""
+    mask = episodes.mask
+    kl = policy.kl(policy.dist(before, episodes.obs, mask), policy.dist(after, episodes.obs, mask))
+    return (kl * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
+
+
+def kl_bound_scale(policy: Policy, params: Params, step: Params, episodes: Episodes,
+                   max_kl: float | Tensor) -> Tensor:
+    """The factor ``[T]`` in ``(0, 1]`` that brings each task's step within ``max_kl``:
+    ``min(1, sqrt(max_kl / step_kl))``."""
+    kl = step_kl(policy, params, step, episodes)
+    return torch.clamp(torch.sqrt(max_kl / kl.clamp_min(1e-12)), max=1.0)
 
 
 # -- K steps ---------------------------------------------------------------------------------------
@@ -169,6 +224,8 @@ def adapt(
     on_step: Callable[[int, Episodes], None] | None = None,
     keep: bool = True,
     rows: tuple[int, int] | None = None,
+    later_kl: float | None = None,
+    later_from: int = 1,
 ) -> Adaptation:
     """``steps`` inner steps of ``rule`` from the meta-parameters ``meta``, for each of ``tasks``.
 
@@ -179,6 +236,11 @@ def adapt(
     episodes it adapted on; with ``keep=False`` those are not kept (memory stays that of one
     step, however many there are). Returns the adapted per-task parameters and the data of every
     step kept. ``rows`` places ``tasks`` in a larger batch (a rank's slice; ``Sampler.sample``).
+
+    ``later_kl``: every step after the first ``later_from`` is bounded (:func:`inner_step`'s
+    ``max_kl``) so that it moves each task's policy no further, in KL, than ``later_kl`` times
+    that task's own first step did: later steps cannot blow up where a sharpened policy makes
+    the same step size enormous. The rule's own ``max_kl`` bounds every step.
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}")
@@ -190,11 +252,20 @@ def adapt(
     params = batch_params(policy_params(policy, source), len(tasks))
     lr = rule.step_sizes(source)
     episodes, advantages = [], []
+    first_kl = None  # [T]: how far each task's first step moved its policy
     with torch.set_grad_enabled(differentiable):
         for k in range(steps):
             ep = sampler.sample(tasks, detach(params), seed + k, rows)
             adv = compute_advantages(ep, returns)
-            params = inner_step(policy, params, ep, adv, scale_lr(lr, scales[k]), first_order)
+            bound = rule.max_kl
+            if later_kl is not None and k >= later_from:
+                relative = later_kl * first_kl
+                bound = relative if bound is None else relative.clamp(max=bound)
+            before = params
+            params = inner_step(policy, params, ep, adv, scale_lr(lr, scales[k]), first_order,
+                                bound)
+            if k == 0 and later_kl is not None:
+                first_kl = mean_kl(policy, detach(before), detach(params), ep)
             if keep:
                 episodes.append(ep)
                 advantages.append(adv)
@@ -220,7 +291,7 @@ def replay(policy: Policy, rule: InnerRule, meta: Params, episodes: list[Episode
     params = batch_params(policy_params(policy, meta), num_tasks)
     lr = rule.step_sizes(meta)
     for ep, adv in zip(episodes, advantages, strict=True):
-        params = inner_step(policy, params, ep, adv, lr, first_order)
+        params = inner_step(policy, params, ep, adv, lr, first_order, rule.max_kl)
     return params
 
 

@@ -68,10 +68,24 @@ def _cell(mean, ci, compact: bool) -> str:
 
 def _lr_note(d: dict) -> str:
     scale, decay = d.get("later_lr_scale", 1.0), d.get("later_lr_decay", 1.0)
-    if scale == 1.0 and decay == 1.0:
-        return ""
-    note = f"; steps after the first at {scale:g}× the step size"
-    return note if decay == 1.0 else note + f", ×{decay:g} more at each later step"
+    note = ""
+    if scale != 1.0 or decay != 1.0:
+        note = f"; steps after the first at {scale:g}× the step size"
+        note += "" if decay == 1.0 else f", ×{decay:g} more at each later step"
+    if d.get("later_kl") is not None:
+        note += (f"; each untrained step moves a task's policy at most {d['later_kl']:g}× as "
+                 "far (KL) as its first step did")
+    return note
+
+
+def _step_size(m: dict) -> str:
+    """How a method's step size came about: trained, learned, or chosen on validation tasks."""
+    lr = m.get("inner_lr")
+    if lr is None:
+        return "—"  # PPO: its own optimiser
+    if isinstance(lr, str):
+        return lr
+    return f"{lr:g}" + (" (chosen)" if "chosen_on" in m else "")
 
 
 def _batch_note(d: dict) -> str:
@@ -92,6 +106,7 @@ def eval_table(result, compact: bool = False) -> Table:
                 + ("; wall s includes pretraining" if "pretrained" in d["methods"] else ""),
     )
     table.add_column("method", no_wrap=True)
+    table.add_column("step size", no_wrap=True)
     for k in d["steps"]:
         table.add_column(f"step {k}", justify="right", no_wrap=True)
     table.add_column("tasks", justify="right")
@@ -99,7 +114,8 @@ def eval_table(result, compact: bool = False) -> Table:
     for name, m in d["methods"].items():
         cells = [_cell(mean, ci, compact) for mean, ci in zip(m["mean"], m["ci95"])]
         wall = (m.get("wall_s") or 0.0) + (m.get("train_wall_s") or 0.0)
-        table.add_row(name, *cells, str(m.get("tasks", d["tasks"])), f"{wall:.1f}")
+        table.add_row(name, _step_size(m), *cells, str(m.get("tasks", d["tasks"])),
+                      f"{wall:.1f}")
     return table
 
 
@@ -108,7 +124,7 @@ def print_eval(result, console: Console | None = None) -> None:
     a note when the model was trained on another revision of its family than the tasks'."""
     console = console or Console()
     d = _as_dict(result)
-    console.print(eval_table(d, compact=console.width < 16 + 18 * len(d["steps"]) + 18))
+    console.print(eval_table(d, compact=console.width < 30 + 18 * len(d["steps"]) + 18))
     trained, now = d.get("trained_env_revision", 1), d.get("env_revision", 1)
     if trained != now:
         console.print(f"[bold yellow]note:[/] the model was trained on revision {trained} of "

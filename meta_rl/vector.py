@@ -128,9 +128,24 @@ def _describe(tasks: list) -> str:
     return named + (f" and {len(distinct) - 3} more" if len(distinct) > 3 else "")
 
 
+_resumes = [0]  # SIGCONTs this process has seen: time spent stopped (Ctrl-Z) is not a hang
+
+
+def _count_resume(signum, frame) -> None:
+    _resumes[0] += 1
+
+
+def _watch_resumes() -> None:
+    """Count SIGCONTs (from the main thread; the kernel resumes the process either way)."""
+    if (hasattr(signal, "SIGCONT") and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGCONT) in (signal.SIG_DFL, None)):
+        signal.signal(signal.SIGCONT, _count_resume)
+
+
 class _Alarm:
-    """Raise :class:`EnvError` in the main thread if a block outlasts ``seconds`` (SIGALRM);
-    elsewhere (another thread, no ``setitimer``) the block just runs."""
+    """Raise :class:`EnvError` in the main thread if a block outlasts ``seconds`` (SIGALRM),
+    not counting a stop (Ctrl-Z) during it; elsewhere (another thread, no ``setitimer``) the
+    block just runs."""
 
     def __init__(self, seconds: float | None, message: str):
         self.seconds, self.message = seconds, message
@@ -138,10 +153,15 @@ class _Alarm:
                        and threading.current_thread() is threading.main_thread())
 
     def _fire(self, signum, frame):
+        if _resumes[0] != self._resumes:  # the process was stopped: time anew
+            self._resumes = _resumes[0]
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            return
         raise EnvError(self.message)
 
     def __enter__(self):
         if self.active:
+            self._resumes = _resumes[0]
             self._old = signal.signal(signal.SIGALRM, self._fire)
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
 
@@ -170,6 +190,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self.num_workers = num_workers
         self.timeout = float(timeout if timeout is not None else family.call_timeout)
         self._tasks: list = []
+        _watch_resumes()
         self.single_observation_space = family.observation_space
         self.single_action_space = family.action_space
         self.num_envs = 0
@@ -254,11 +275,18 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
     def _receive(self, k: int, conn, deadline: float) -> tuple:
         """Worker ``k``'s reply; a closed pipe (the worker died) or no reply by ``deadline``
-        (the worker is then killed) as an error."""
+        (the worker is then killed) as an error. A stop (Ctrl-Z) while waiting restarts the
+        clock: a stopped job is not a hung env."""
         if conn is None:
             return "error", "had exited"
+        resumes = _resumes[0]
         try:
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
+            while not conn.poll(max(0.0, min(deadline - time.monotonic(), 1.0))):
+                if time.monotonic() < deadline:
+                    continue
+                if _resumes[0] != resumes:
+                    resumes, deadline = _resumes[0], time.monotonic() + self.timeout
+                    continue
                 self._procs[k].kill()
                 self._procs[k].join(timeout=5)
                 return ("error", f"did not answer within {self.timeout:g} s, so it was killed")

@@ -66,8 +66,11 @@ PAPER = {
 TARGETS = ("navigation2d", "halfcheetahdir", "halfcheetahvel", "antdir")
 ALGOS = ("maml", "metasgd", "reptile")
 NAMES = {"maml": "MAML", "metasgd": "Meta-SGD", "reptile": "Reptile"}
-#: the MAML paper's test protocol (the ``--eval-*`` flags change it)
-PROTOCOL = EvalConfig(tasks=40, steps=3, episodes=40, batch_unit="steps", methods=("meta",))
+#: the MAML paper's test protocol (the ``--eval-*`` flags change it): its plain inner steps, with
+#: later steps scaled by a schedule chosen on validation tasks, not ``meta-rl evaluate``'s
+#: default KL bound on steps after the trained ones
+PROTOCOL = EvalConfig(tasks=40, steps=3, episodes=40, batch_unit="steps", methods=("meta",),
+                      later_kl=None)
 #: (later_lr_scale, later_lr_decay) schedules tried on validation tasks: the constant step, the
 #: paper's halving, and smaller or decaying later steps, down a ladder of factors of about
 #: 1/sqrt(2) from 0.5 to 0.06, so that a larger first step still has later steps small enough

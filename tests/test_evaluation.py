@@ -149,7 +149,7 @@ def test_later_lr_scale_changes_only_the_steps_after_the_first(run, first):
     from meta_rl.returns import compute_advantages
     from meta_rl.trainer import build
 
-    half = evaluate(run, **SIZES, methods="meta", later_lr_scale=0.5)
+    half = evaluate(run, **SIZES, methods="meta", later_lr_scale=0.5, later_kl=None)
     base = first[0].methods["meta"].per_task
     assert half.methods["meta"].per_task[:2] == base[:2]
     assert half.methods["meta"].per_task[2] != base[2]
@@ -263,7 +263,12 @@ def test_other_algorithms_evaluate(tmp_path, algo, extra):
 def test_report_table_and_training_plot(run, first):
     d = load_eval(first[1]["json"])
     table = eval_table(d)
-    assert len(table.columns) == 1 + (SIZES["steps"] + 1) + 2 and table.row_count == len(METHODS)
+    assert len(table.columns) == 2 + (SIZES["steps"] + 1) + 2 and table.row_count == len(METHODS)
+    # which step size each method used: the run's own, or one chosen on validation tasks
+    sizes = {name: m["inner_lr"] for name, m in d["methods"].items() if name != "ppo"}
+    assert sizes["meta"] == 0.1 and all(d["methods"][b]["chosen_on"].endswith(")")
+                                        for b in ("random", "pretrained"))
+    assert {sizes["random"], sizes["pretrained"]} <= {0.1 * f for f in (0.1, 0.3, 1.0, 3.0)}
     out = io.StringIO()
     print_eval(first[0], Console(file=out, width=120))
     assert "pretrained" in out.getvalue() and "±" in out.getvalue()
@@ -359,3 +364,31 @@ def test_a_kept_iteration_evaluates_like_a_run_stopped_there(tmp_path):
     assert not (tmp_path / "long" / "pretrained").exists()
     with pytest.raises(ValueError, match="no model of iteration 7; it has 1, 2, 3"):
         evaluate(tmp_path / "long", iteration=7, **kwargs)
+
+
+def test_baselines_choose_their_step_size_on_validation_tasks_and_cache_it(run, first):
+    """Each policy-gradient baseline takes the step size of the grid with the best mean return
+    over steps 1..K on validation tasks, not on the reported ones, and keeps it for next time."""
+    d = first[0].to_dict()
+    cache = json.loads((run / "baselines.json").read_text())
+    records = {json.loads(key)["method"]: rec for key, rec in cache.items()}
+    for name in ("random", "pretrained"):
+        scores = {float(lr): v for lr, v in records[name]["validation_score"].items()}
+        assert d["methods"][name]["inner_lr"] == max(scores, key=scores.get)
+        seed = int(records[name]["chosen_on"].split("seed ")[1].rstrip(")"))
+        assert seed not in (first[0].task_seed, first[0].rollout_seed)
+    before = (run / "baselines.json").stat().st_mtime_ns
+    again = evaluate(run, **SIZES, methods="random", progress=False)
+    assert again.methods["random"].per_task == first[0].methods["random"].per_task
+    assert (run / "baselines.json").stat().st_mtime_ns == before  # reused, not chosen again
+
+
+def test_later_steps_are_bounded_by_the_first_steps_kl_unless_told_not_to(run):
+    """By default the steps a method was not trained for are bounded (later_kl); with
+    later_kl=None they are the paper's plain steps, which here move further."""
+    three = {**SIZES, "steps": 3}
+    bounded = evaluate(run, **three, methods="meta", progress=False)
+    plain = evaluate(run, **three, methods="meta", later_kl=None, progress=False)
+    assert bounded.to_dict()["later_kl"] == 0.25 and plain.to_dict()["later_kl"] is None
+    a, b = bounded.methods["meta"].per_task, plain.methods["meta"].per_task
+    assert a[:2] == b[:2] and a[2] != b[2]  # the trained first step is the same
