@@ -3,7 +3,9 @@
 A *task family* is a distribution over tasks that share observation and action spaces but differ
 in a goal or in their dynamics. A family
 
-- samples tasks reproducibly: ``sample_tasks(n, seed) -> list[Task]``;
+- samples tasks reproducibly: ``sample_tasks(n, seed) -> list[Task]`` (the training split), and
+  ``sample_split(n, seed, split)`` for ``"train"`` or ``"test"`` (the same distribution unless
+  the family has a fixed split of its own);
 - builds one ordinary Gymnasium env for one task: ``make_env(task) -> gymnasium.Env``;
 - optionally builds a torch-native batched env that steps ``T`` tasks x ``E`` copies in one tensor
   operation: ``make_batched(tasks, envs_per_task, device) -> BatchedEnv``;
@@ -129,6 +131,19 @@ class TaskFamily(ABC):
     def sample_tasks(self, n: int, seed: int) -> list[Task]:
         """``n`` tasks drawn from the family's distribution; the same seed gives the same tasks."""
 
+    def sample_split(self, n: int, seed: int, split: str = "train") -> list[Task]:
+        """``n`` tasks of ``split``: ``"train"`` (what meta-training samples) or ``"test"`` (what
+        ``meta-rl evaluate`` adapts to by default).
+
+        A family with a fixed split (Meta-World's held-out classes or goals) overrides this. By
+        default both splits are the one distribution ``sample_tasks`` draws from, and held-out
+        tasks are held out by their seed: evaluation draws them from a seed stream that training
+        never uses (``meta_rl.seeding``).
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return self.sample_tasks(n, seed)
+
     @abstractmethod
     def make_env(self, task: Task) -> gym.Env:
         """One Gymnasium env for ``task``, truncated after ``self.horizon`` steps."""
@@ -145,10 +160,12 @@ class TaskFamily(ABC):
 
     def step_envs(
         self, envs: list[gym.Env], actions: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, ...]:
         """Step each of ``envs`` (this family's ``make_env`` envs) once, ``envs[i]`` with
         ``actions[i]``: ``(obs [n, O], reward [n] float64, terminated [n], truncated [n] bool)``,
-        exactly what ``envs[i].step(actions[i])`` returns, stacked.
+        exactly what ``envs[i].step(actions[i])`` returns, stacked; and, where the envs' ``info``
+        carries ``success``, a fifth array ``success [n] bool`` (the samplers record an episode
+        as a success if it was true at any step; without it, they record no success).
 
         The vector sampler calls this every step on each slice of its envs (one slice in the
         main process, one in each worker process).
@@ -157,9 +174,12 @@ class TaskFamily(ABC):
         ``envs.check_family`` then checks it against ``env.step``.
         """
         results = [env.step(action) for env, action in zip(envs, actions, strict=True)]
-        obs, reward, terminated, truncated, _ = zip(*results)
-        return (np.stack(obs), np.asarray(reward, dtype=np.float64),
-                np.asarray(terminated, dtype=bool), np.asarray(truncated, dtype=bool))
+        obs, reward, terminated, truncated, infos = zip(*results)
+        out = (np.stack(obs), np.asarray(reward, dtype=np.float64),
+               np.asarray(terminated, dtype=bool), np.asarray(truncated, dtype=bool))
+        if all("success" in info for info in infos):
+            return (*out, np.asarray([bool(info["success"]) for info in infos]))
+        return out
 
     # -- shared helpers -----------------------------------------------------------------------
     @property

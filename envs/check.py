@@ -414,7 +414,7 @@ class _Checker:
             for t in range(self.steps):
                 if not live:
                     break
-                obs, reward, terminated, truncated = fam.step_envs(
+                obs, reward, terminated, truncated, *_ = fam.step_envs(
                     [together[i] for i in live], np.stack([actions[i][t] for i in live]))
                 for k, i in enumerate(live):
                     got[i].append((np.array(obs[k], copy=True), float(reward[k]),

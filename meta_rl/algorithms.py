@@ -113,26 +113,37 @@ class MetaLearner:
         return metrics
 
     def _metrics(self, adaptation, valid, total: int) -> dict[str, float]:
-        """Mean returns before and after adapting, env steps and the inner-loop KL (over all
-        ranks' tasks: one all-reduce)."""
+        """Mean returns before and after adapting (and success rates, where the family's envs
+        report success), env steps and the inner-loop KL (over all ranks' tasks: one
+        all-reduce)."""
         pre = adaptation.episodes[0] if adaptation.episodes else valid
         env_steps = sum(e.num_steps() for e in adaptation.episodes) + valid.num_steps()
+        success = pre.success is not None and valid.success is not None
         if not self.shard.distributed:
             metrics = {"pre_adapt_return": float(pre.task_returns().mean()),
                        "post_adapt_return": float(valid.task_returns().mean()),
                        "env_steps": env_steps}
+            if success:
+                metrics["pre_adapt_success"] = float(pre.task_success().mean())
+                metrics["post_adapt_success"] = float(valid.task_success().mean())
             if adaptation.episodes:
                 kl, count = self._inner_kl(adaptation.episodes[0], adaptation.params)
                 metrics["inner_kl"] = float(kl / count.clamp_min(1))
             return metrics
         kl, count = (self._inner_kl(adaptation.episodes[0], adaptation.params)
                      if adaptation.episodes else (torch.zeros(()), torch.zeros(())))
-        sums = self.shard.all_reduce(torch.stack([
-            pre.task_returns().double().sum().cpu(), valid.task_returns().double().sum().cpu(),
-            torch.tensor(float(env_steps), dtype=torch.float64),
-            kl.double().cpu(), count.double().cpu()]))
+        values = [pre.task_returns().double().sum().cpu(), valid.task_returns().double().sum().cpu(),
+                  torch.tensor(float(env_steps), dtype=torch.float64),
+                  kl.double().cpu(), count.double().cpu()]
+        if success:  # (the same family on every rank: all or none of them add these)
+            values += [pre.task_success().double().sum().cpu(),
+                       valid.task_success().double().sum().cpu()]
+        sums = self.shard.all_reduce(torch.stack(values))
         metrics = {"pre_adapt_return": float(sums[0] / total),
                    "post_adapt_return": float(sums[1] / total), "env_steps": int(sums[2])}
+        if success:
+            metrics["pre_adapt_success"] = float(sums[5] / total)
+            metrics["post_adapt_success"] = float(sums[6] / total)
         if adaptation.episodes:
             metrics["inner_kl"] = float(sums[3] / sums[4].clamp_min(1))
         return metrics

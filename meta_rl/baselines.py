@@ -203,18 +203,24 @@ def preserved_globals(threads: int | None = None):
         torch.set_rng_state(torch_state)
 
 
-def _ppo_returns(model, env, episodes: int, seed: int) -> float:
-    """Mean return of the first episode of each of ``env``'s ``E`` sub-envs (stochastic actions)."""
+def _ppo_returns(model, env, episodes: int, seed: int) -> tuple[float, float | None]:
+    """Mean return of the first episode of each of ``env``'s ``E`` sub-envs (stochastic actions),
+    and the fraction of them that succeeded (``None`` where the env reports no success)."""
     env.seed(seed)
     obs = env.reset()
     total = np.zeros(episodes)
     alive = np.ones(episodes, dtype=bool)
+    success = np.zeros(episodes, dtype=bool)
+    reported = True
     while alive.any():
         action, _ = model.predict(obs, deterministic=False)
-        obs, reward, done, _ = env.step(action)
+        obs, reward, done, infos = env.step(action)
         total += np.where(alive, reward, 0.0)
+        reported = reported and all("success" in info for info in infos)
+        if reported:
+            success |= alive & np.array([bool(info["success"]) for info in infos])
         alive &= ~done
-    return float(total.mean())
+    return float(total.mean()), (float(success.mean()) if reported else None)
 
 
 def _ppo_env(family: envs.TaskFamily, task):
@@ -235,7 +241,8 @@ def _ppo_env(family: envs.TaskFamily, task):
 def ppo_curve(family: envs.TaskFamily, tasks: list, config: TrainConfig, steps: int,
               episodes: int, seed: int, progress: ProgressCallback | None = None):
     """Per-task mean returns ``[K + 1, n]`` of PPO trained from scratch on each task for ``k``
-    stages of ``episodes * horizon`` env steps, and the env steps spent per task ``[K + 1]``."""
+    stages of ``episodes * horizon`` env steps, the env steps spent per task ``[K + 1]``, and
+    the per-task success rates ``[K + 1, n]`` (``None`` where the env reports no success)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -250,6 +257,8 @@ def ppo_curve(family: envs.TaskFamily, tasks: list, config: TrainConfig, steps: 
     # minibatches of one horizon's worth of steps (E minibatches per epoch); SB3 needs >= 2
     batch_size = horizon if horizon >= 2 and episodes >= 2 else max(batch, 2)
     returns = np.zeros((steps + 1, len(tasks)))
+    success = np.zeros((steps + 1, len(tasks)))
+    reported = True
     show = progress or (lambda event: None)
     show(ProgressEvent("ppo", 0, len(tasks), "task"))
     with preserved_globals(threads=1):
@@ -266,10 +275,13 @@ def ppo_curve(family: envs.TaskFamily, tasks: list, config: TrainConfig, steps: 
                 for k in range(steps + 1):
                     if k > 0:
                         model.learn(batch, reset_num_timesteps=False)
-                    returns[k, j] = _ppo_returns(model, eval_env, episodes, task_seed + 1)
+                    returns[k, j], rate = _ppo_returns(model, eval_env, episodes, task_seed + 1)
+                    reported = reported and rate is not None
+                    success[k, j] = rate if rate is not None else 0.0
             finally:
                 train_env.close()
                 eval_env.close()
             show(ProgressEvent("ppo", j + 1, len(tasks), "task",
                                {"return": f"{returns[-1, :j + 1].mean():.2f}"}))
-    return returns, np.arange(steps + 1, dtype=np.float64) * batch
+    return (returns, np.arange(steps + 1, dtype=np.float64) * batch,
+            success if reported else None)

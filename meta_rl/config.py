@@ -339,6 +339,10 @@ class EvalConfig(Section):
 
     tasks: int = setting(40, POSITIVE_INT)
     """held-out tasks"""
+    split: str = setting("test", one_of("train", "test"))
+    """the family's split the tasks come from: test (held out) or train (the papers'
+    "meta-train" column); families without a fixed split draw both from one distribution,
+    held out by seed"""
     steps: int = setting(3, COUNT)
     """adaptation steps K"""
     episodes: int = setting(20, POSITIVE_INT)

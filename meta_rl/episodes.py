@@ -24,7 +24,10 @@ class Episodes(NamedTuple):
     - ``terminated [T, E, H]`` (bool): this step ended the episode in a terminal state;
     - ``truncated [T, E, H]`` (bool): this step ended it by the time limit (bootstrap from
       ``last_obs``);
-    - ``last_obs [T, E, O]``: the observation after the episode's final step.
+    - ``last_obs [T, E, O]``: the observation after the episode's final step;
+    - ``success [T, E]`` (bool) or ``None``: whether the env's ``info["success"]`` was true at
+      any step of the episode (Meta-World's rule); ``None`` when the family's envs do not report
+      success.
     """
 
     obs: Tensor
@@ -34,6 +37,7 @@ class Episodes(NamedTuple):
     terminated: Tensor
     truncated: Tensor
     last_obs: Tensor
+    success: Tensor | None = None
 
     @property
     def num_tasks(self) -> int:
@@ -66,6 +70,13 @@ class Episodes(NamedTuple):
         valid = self.valid.to(self.rewards.dtype)
         return (self.returns() * valid).sum(1) / valid.sum(1).clamp_min(1)
 
+    def task_success(self) -> Tensor | None:
+        """Fraction of each task's episodes that succeeded: ``[T]`` (``None`` without success)."""
+        if self.success is None:
+            return None
+        valid = self.valid.to(self.rewards.dtype)
+        return (self.success.to(valid.dtype) * valid).sum(1) / valid.sum(1).clamp_min(1)
+
     def num_episodes(self) -> int:
         """Episodes held, padding excluded (host sync)."""
         return int(self.valid.sum().item())
@@ -74,5 +85,10 @@ class Episodes(NamedTuple):
         """Environment steps taken (host sync: call once per iteration, not in a loop)."""
         return int(self.mask.sum().item())
 
+    def map(self, fn) -> "Episodes":
+        """These episodes with ``fn`` applied to every tensor (``success`` stays ``None`` when it
+        is ``None``)."""
+        return Episodes(*(None if x is None else fn(x) for x in self))
+
     def to(self, device: torch.device | str) -> "Episodes":
-        return Episodes(*(x.to(device) for x in self))
+        return self.map(lambda x: x.to(device))

@@ -70,6 +70,8 @@ class EvalResult:
     later_kl: float | None = None
     """steps after a method's trained ones move each task's policy at most this times as far
     (KL) as its first step did (None: plain steps)"""
+    split: str = "test"
+    """the family's split the tasks came from ("test": held out; "train": training tasks)"""
     batch_unit: str = "episodes"
     """what ``episodes`` counted: episodes, or env steps in units of the horizon"""
     iteration: int | None = None
@@ -100,6 +102,7 @@ class EvalResult:
             "later_lr_scale": self.later_lr_scale,
             "later_lr_decay": self.later_lr_decay,
             "later_kl": self.later_kl,
+            "split": self.split,
             "batch_unit": self.batch_unit,
             "env_revision": self.env_revision,
             "trained_env_revision": self.trained_env_revision,
@@ -153,23 +156,24 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
             check_memory(setup.family, ev.tasks, ev.episodes, 1, run_config.policy.hidden,
                          eval_config.sampling.batch_unit, "an evaluation step")
             restore_learner(setup.learner, state, checkpoint)
-            held_out = setup.family.sample_tasks(ev.tasks, seed=task_seed)
+            held_out = setup.family.sample_split(ev.tasks, task_seed, ev.split)
             home = model_dir(run_dir, checkpoint)
             results: dict[str, MethodResult] = {}
             for name in ev.methods:
                 start = time.perf_counter()
                 if name == "ppo":
-                    returns, spent = baselines.ppo_curve(
+                    returns, spent, success = baselines.ppo_curve(
                         setup.family, held_out[:ev.ppo_tasks], run_config, ev.steps,
                         ev.episodes, ppo_seed, show)
                     extra = {"seed": ppo_seed}
                 else:
                     method = _method(name, setup, state, run_config, ev, seed, home, show)
                     start = time.perf_counter()
-                    returns, spent = adaptation_curve(setup, method, held_out, rollout_seed, ev,
-                                                      name, show)
+                    returns, spent, success = adaptation_curve(setup, method, held_out,
+                                                               rollout_seed, ev, name, show)
                     extra = method.extra
-                results[name] = summarize(returns, spent, time.perf_counter() - start, **extra)
+                results[name] = summarize(returns, spent, time.perf_counter() - start, success,
+                                          **extra)
         finally:
             setup.close()
             close_progress()
@@ -179,7 +183,7 @@ def evaluate(run_dir: str | Path, config: EvalConfig | None = None, *,
         steps=ev.steps, episodes=ev.episodes, horizon=setup.family.horizon, tasks=held_out,
         task_seed=task_seed, rollout_seed=rollout_seed, methods=results, ci_method=ci_method(),
         later_lr_scale=ev.later_lr_scale, later_lr_decay=ev.later_lr_decay,
-        later_kl=ev.later_kl, batch_unit=eval_config.sampling.batch_unit,
+        later_kl=ev.later_kl, split=ev.split, batch_unit=eval_config.sampling.batch_unit,
         iteration=int(state["iteration"]), checkpoint=str(checkpoint), env_revision=revision,
         trained_env_revision=trained_revision,
     )
@@ -214,16 +218,19 @@ def adaptation_curve(setup: Setup, method: baselines.Method, tasks: list, seed: 
                      progress: ProgressCallback | None = None):
     """Per-task mean returns ``[K + 1, T]`` after ``0..K`` steps of ``method`` (step ``k`` at
     :func:`~meta_rl.inner.step_scales` times its step size, the steps after its trained ones
-    bounded by ``ev.later_kl``), and the mean env steps per task spent before each measurement
-    ``[K + 1]``. ``progress`` hears of each of the ``K + 1`` batches; one batch is held at a
+    bounded by ``ev.later_kl``), the mean env steps per task spent before each measurement
+    ``[K + 1]``, and the per-task success rates ``[K + 1, T]`` (``None`` where the family's envs
+    report no success). ``progress`` hears of each of the ``K + 1`` batches; one batch is held at a
     time."""
     steps = ev.steps
     scales = step_scales(steps, ev.later_lr_scale, ev.later_lr_decay)
     show = progress or (lambda event: None)
-    returns, spent = [], [0.0]
+    returns, spent, success = [], [0.0], []
 
     def measured(batches: int, episodes) -> None:
         returns.append(episodes.task_returns().double().cpu().numpy())
+        if episodes.success is not None:
+            success.append(episodes.task_success().double().cpu().numpy())
         spent.append(spent[-1] + float(episodes.mask.sum()) / len(tasks))
         show(ProgressEvent(stage, batches, steps + 1, "batch",
                            {"return": f"{returns[-1].mean():.2f}"}))
@@ -233,7 +240,8 @@ def adaptation_curve(setup: Setup, method: baselines.Method, tasks: list, seed: 
                        setup.config.returns, scales, on_step=measured, keep=False,
                        later_kl=ev.later_kl, later_from=method.trained_steps)
     measured(steps + 1, setup.sampler.sample(tasks, adaptation.params, seed + steps))
-    return np.stack(returns), np.asarray(spent[:-1])
+    return (np.stack(returns), np.asarray(spent[:-1]),
+            np.stack(success) if len(success) == len(returns) else None)
 
 
 def load_eval(path: str | Path) -> dict:

@@ -259,4 +259,5 @@ def subsample_steps(episodes: Episodes, index: Tensor) -> Episodes:
     """The steps ``index`` of every episode (``last_obs`` unchanged): enough to recompute a loss
     on them, not to recompute returns (the time structure is gone)."""
     index = index.to(episodes.obs.device)
-    return Episodes(*(x.index_select(2, index) for x in episodes[:6]), episodes.last_obs)
+    return Episodes(*(x.index_select(2, index) for x in episodes[:6]), episodes.last_obs,
+                    episodes.success)

@@ -101,7 +101,8 @@ def eval_table(result, compact: bool = False) -> Table:
     d = _as_dict(result)
     table = Table(
         title=f"{escape(d['family'])} ({d.get('algo', '?')}): return after k adaptation steps",
-        caption=f"{d['tasks']} held-out tasks, {_batch_note(d)}, "
+        caption=f"{d['tasks']} {'training' if d.get('split') == 'train' else 'held-out'} tasks, "
+                f"{_batch_note(d)}, "
                 f"seed {d['seed']}{_lr_note(d)}; mean ± 95% CI over tasks"
                 + ("; wall s includes pretraining" if "pretrained" in d["methods"] else ""),
     )
@@ -119,12 +120,42 @@ def eval_table(result, compact: bool = False) -> Table:
     return table
 
 
+def _percent(mean, ci) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    if ci is None or not math.isfinite(ci):
+        return f"{100 * mean:.0f}%"
+    return f"{100 * mean:.0f}% ± {100 * ci:.0f}"
+
+
+def success_table(result) -> Table | None:
+    """Rows: methods; columns: success rate after step ``0..K`` (the share of a task's episodes
+    that succeeded, mean ± 95% CI over tasks); ``None`` when no method recorded success."""
+    d = _as_dict(result)
+    rows = {name: m["success"] for name, m in d["methods"].items() if m.get("success")}
+    if not rows:
+        return None
+    table = Table(title=f"{escape(d['family'])} ({d.get('algo', '?')}): success rate after k "
+                        "adaptation steps",
+                  caption="an episode succeeds if the env reported success at any step; "
+                          "mean ± 95% CI over tasks")
+    table.add_column("method", no_wrap=True)
+    for k in d["steps"]:
+        table.add_column(f"step {k}", justify="right", no_wrap=True)
+    for name, s in rows.items():
+        table.add_row(name, *(_percent(mean, ci) for mean, ci in zip(s["mean"], s["ci95"])))
+    return table
+
+
 def print_eval(result, console: Console | None = None) -> None:
     """Print :func:`eval_table`, compact when the console is too narrow for one-line cells, and
     a note when the model was trained on another revision of its family than the tasks'."""
     console = console or Console()
     d = _as_dict(result)
     console.print(eval_table(d, compact=console.width < 30 + 18 * len(d["steps"]) + 18))
+    success = success_table(d)
+    if success is not None:
+        console.print(success)
     trained, now = d.get("trained_env_revision", 1), d.get("env_revision", 1)
     if trained != now:
         console.print(f"[bold yellow]note:[/] the model was trained on revision {trained} of "
@@ -167,27 +198,39 @@ def plot_adaptation(result, path: str | Path) -> Path:
     """Mean return vs adaptation step per method, with 95% CI bands, to ``path`` (PNG)."""
     d = _as_dict(result)
     path = Path(path)
-    fig = figure()
-    ax = fig.add_subplot()
+    success = any(m.get("success") for m in d["methods"].values())
+    fig = figure((11.5, 4.4) if success else (6.4, 4.4))
+    panels = [("mean return per episode", lambda m: m, 1.0)]
+    if success:  # a second panel: the success rate, in percent
+        panels.append(("success rate (%)", lambda m: m.get("success"), 100.0))
     steps = d["steps"]
-    for name, m in d["methods"].items():
-        pts = [(k, mu, ci) for k, mu, ci in zip(steps, m["mean"], m["ci95"])
-               if mu is not None and ci is not None]
-        if not pts:
-            continue
-        ks, mus, cis = zip(*pts)
-        label = f"{LABELS.get(name, name)} (n={m.get('tasks', d['tasks'])})"
-        (line,) = ax.plot(ks, mus, marker="o", label=label)
-        ax.fill_between(ks, [a - b for a, b in zip(mus, cis)], [a + b for a, b in zip(mus, cis)],
-                        color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xticks(steps)
-    ax.set_xlabel("adaptation steps k" + (" (PPO: k × episodes × horizon env steps)"
-                                          if "ppo" in d["methods"] else ""))
-    ax.set_ylabel("mean return per episode")
-    ax.set_title(f"{d['family']}: {d.get('algo', '?')} vs baselines "
-                 f"({d['tasks']} held-out tasks, 95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    for i, (ylabel, pick, factor) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for name, m in d["methods"].items():
+            values = pick(m)
+            if not values:
+                continue
+            pts = [(k, factor * mu, factor * ci)
+                   for k, mu, ci in zip(steps, values["mean"], values["ci95"])
+                   if mu is not None and ci is not None]
+            if not pts:
+                continue
+            ks, mus, cis = zip(*pts)
+            label = f"{LABELS.get(name, name)} (n={m.get('tasks', d['tasks'])})"
+            (line,) = ax.plot(ks, mus, marker="o", label=label)
+            ax.fill_between(ks, [a - b for a, b in zip(mus, cis)],
+                            [a + b for a, b in zip(mus, cis)],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xticks(steps)
+        ax.set_xlabel("adaptation steps k" + (" (PPO: k × episodes × horizon env steps)"
+                                              if "ppo" in d["methods"] else ""))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend()
+    fig.suptitle(f"{d['family']}: {d.get('algo', '?')} vs baselines "
+                 f"({d['tasks']} {'training' if d.get('split') == 'train' else 'held-out'} "
+                 "tasks, 95% CI)")
     save_figure(fig, path)
     return path
 

@@ -189,7 +189,7 @@ def _assemble(rounds: list, num_tasks: int, width: int) -> Episodes:
     """Scatter the kept episodes of every round into ``[T, width, ...]`` rows, padding with
     masked rows."""
     first = rounds[0][1]
-    out = [x.new_zeros((num_tasks, width, *x.shape[2:])) for x in first]
+    out = [None if x is None else x.new_zeros((num_tasks, width, *x.shape[2:])) for x in first]
     for todo, ep, keep, rows in rounds:
         sub, col = np.nonzero(keep)
         src = (torch.as_tensor(sub, device=first.obs.device),
@@ -197,7 +197,8 @@ def _assemble(rounds: list, num_tasks: int, width: int) -> Episodes:
         dst = (torch.as_tensor(todo[sub], device=first.obs.device),
                torch.as_tensor(rows[sub, col], device=first.obs.device))
         for o, x in zip(out, ep):
-            o[dst] = x[src]
+            if o is not None:
+                o[dst] = x[src]
     return Episodes(*out)
 
 
@@ -230,10 +231,14 @@ def rollout(env, policy: Policy, params: Params, seed: int, stop_early: bool = F
     alive = torch.ones(obs.shape[:2], dtype=torch.bool, device=device)
     last_obs = obs
     steps = []
+    succeeded = None  # [T, E]: success seen in a step that happened (envs that report it)
     for _ in range(horizon):
         action = policy.sample(params, obs, gen, rows)
-        next_obs, reward, terminated, truncated = env.step(action)
+        next_obs, reward, terminated, truncated, *success = env.step(action)
         next_obs, reward = next_obs.to(dtype), reward.to(dtype)
+        if success and success[0] is not None:
+            now = success[0] & alive
+            succeeded = now if succeeded is None else succeeded | now
         terminated = terminated & alive
         truncated = truncated & alive
         steps.append((obs, action, reward, alive, terminated, truncated))
@@ -251,7 +256,7 @@ def rollout(env, policy: Policy, params: Params, seed: int, stop_early: bool = F
         )
     # A copy still running at the horizon is truncated there.
     trunc[..., -1] |= mask[..., -1] & ~term[..., -1]
-    return Episodes(obs_, act, rew * mask, mask.to(rew.dtype), term, trunc, last_obs)
+    return Episodes(obs_, act, rew * mask, mask.to(rew.dtype), term, trunc, last_obs, succeeded)
 
 
 class BatchedSampler(Sampler):
@@ -292,9 +297,10 @@ class _TensorView:
         act = action.cpu().numpy().reshape(-1, *action.shape[2:])
         if not self.discrete:
             act = act.astype(np.float32)
-        obs, rew, term, trunc, _ = self.vec.step(act)
+        obs, rew, term, trunc, info = self.vec.step(act)
+        success = info.get("success")
         return (self._t(obs, torch.float32), self._t(rew, torch.float32), self._t(term),
-                self._t(trunc))
+                self._t(trunc), None if success is None else self._t(success))
 
 
 class VectorSampler(Sampler):

@@ -30,6 +30,9 @@ class MethodResult:
     ``extra["train_wall_s"]`` (0 when it came from the cache)"""
     extra: dict = field(default_factory=dict)
     """method-specific notes (pretrained: its run directory, whether it came from the cache)"""
+    success: dict | None = None
+    """where the family's envs report success: ``{"mean", "ci95", "per_task"}`` of the per-task
+    success rate (the fraction of its episodes that succeeded), like the returns"""
 
     @property
     def num_tasks(self) -> int:
@@ -40,6 +43,7 @@ class MethodResult:
             "mean": self.mean, "ci95": self.ci95, "tasks": self.num_tasks,
             "wall_s": round(self.wall_s, 4), "env_steps": self.env_steps,
             "per_task": self.per_task, **self.extra,
+            **({} if self.success is None else {"success": self.success}),
         }
 
 
@@ -68,11 +72,20 @@ def mean_ci95(values) -> tuple[float, float]:
     return mean, float(q * x.std(ddof=1) / math.sqrt(x.size))
 
 
-def summarize(per_task: np.ndarray, env_steps, wall_s: float, **extra) -> MethodResult:
-    """A :class:`MethodResult` from per-task returns ``[K + 1, n]``."""
+def curve(per_task) -> dict:
+    """``{"mean", "ci95", "per_task"}`` of per-task values ``[K + 1, n]``."""
     stats = [mean_ci95(row) for row in per_task]
+    return {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats],
+            "per_task": [[float(v) for v in row] for row in per_task]}
+
+
+def summarize(per_task: np.ndarray, env_steps, wall_s: float, success=None,
+              **extra) -> MethodResult:
+    """A :class:`MethodResult` from per-task returns ``[K + 1, n]`` (and per-task success rates
+    ``[K + 1, n]``, where the envs report success)."""
+    returns = curve(per_task)
     return MethodResult(
-        mean=[m for m, _ in stats], ci95=[c for _, c in stats],
-        per_task=[[float(v) for v in row] for row in per_task],
+        mean=returns["mean"], ci95=returns["ci95"], per_task=returns["per_task"],
         env_steps=[float(s) for s in env_steps], wall_s=wall_s, extra=extra,
+        success=None if success is None else curve(success),
     )

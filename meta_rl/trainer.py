@@ -316,9 +316,12 @@ class Trainer:
                     self._log(record)  # before counting the iteration: a resume truncates to it
                     self.iteration, self.totals, good = i + 1, totals, None
                     self.records.append(record)
+                shown = {"pre": f"{record['pre_adapt_return']:.2f}",
+                         "post": f"{record['post_adapt_return']:.2f}"}
+                if "post_adapt_success" in record:
+                    shown["success"] = f"{record['post_adapt_success']:.0%}"
                 show(ProgressEvent(self.stage, self.iteration, c.iterations, "iteration", {
-                    "pre": f"{record['pre_adapt_return']:.2f}",
-                    "post": f"{record['post_adapt_return']:.2f}",
+                    **shown,
                     "env steps/s": f"{metrics['env_steps'] / max(seconds, 1e-9):,.0f}",
                     "s/it": f"{seconds:.2f}"}))
                 self._snapshot()  # first: a checkpoint never gets ahead of a snapshot it should have

@@ -74,13 +74,17 @@ class _Slice:
             rew = np.zeros(n, np.float64)
             term = np.zeros(n, bool)
             trunc = np.zeros(n, bool)
+            success = None
             live = np.flatnonzero(~self.done)
             if live.size:
-                obs, rew[live], term[live], trunc[live] = self.family.step_envs(
+                obs, rew[live], term[live], trunc[live], *reported = self.family.step_envs(
                     [envs[i] for i in live], arg[live])
+                if reported and reported[0] is not None:
+                    success = np.zeros(n, bool)
+                    success[live] = reported[0]
                 self.last[live] = obs
                 self.done[live] = term[live] | trunc[live]
-            return self.last, rew, term, trunc
+            return self.last, rew, term, trunc, success
         if cmd == "close":
             for env in envs:
                 env.close()
@@ -329,8 +333,12 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if actions.shape[0] != self.num_envs:
             raise ValueError(f"expected {self.num_envs} actions, got array of shape {actions.shape}")
         parts = self._call([("step", actions[s]) for s in self._slices])
-        obs, rew, term, trunc = (np.concatenate(x) for x in zip(*parts))
-        return obs.astype(np.float32, copy=False), rew, term, trunc, {}
+        obs, rew, term, trunc = (np.concatenate(x) for x in list(zip(*parts))[:4])
+        info = {}
+        if any(p[4] is not None for p in parts):  # the family's envs report success
+            info["success"] = np.concatenate([
+                np.zeros(len(p[1]), bool) if p[4] is None else p[4] for p in parts])
+        return obs.astype(np.float32, copy=False), rew, term, trunc, info
 
     def close_extras(self, **kwargs) -> None:
         """Close every worker: ask it to, wait a few seconds, then kill it."""

@@ -53,7 +53,7 @@ def fixed_batch(case: dict) -> MetaBatch:
 def part(batch: MetaBatch, start: int, stop: int) -> MetaBatch:
     """Tasks ``start..stop`` of ``batch``."""
     def cut(x):
-        return type(x)(*(t[start:stop] for t in x)) if isinstance(x, tuple) else x[start:stop]
+        return x.map(lambda t: t[start:stop]) if isinstance(x, tuple) else x[start:stop]
 
     return MetaBatch([cut(e) for e in batch.episodes], [cut(a) for a in batch.advantages],
                      cut(batch.valid), cut(batch.valid_advantages))

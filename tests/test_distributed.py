@@ -56,7 +56,7 @@ def test_a_slice_samples_what_the_whole_batch_gives_its_rows(name):
     finally:
         setup.close()
     for a, b in zip(part, whole):
-        assert torch.equal(a, b[2:4])
+        assert a is b is None or torch.equal(a, b[2:4])
 
 
 @pytest.mark.slow

@@ -115,7 +115,7 @@ def test_replay_is_the_inner_loss_step():
     adapted = replay(policy, FixedStep(0.3), params, eps[:1], advs[:1])
     for t in range(T):
         one = {k: v.clone().requires_grad_() for k, v in params.items()}
-        ep = type(eps[0])(*(x[t:t + 1] for x in eps[0]))
+        ep = eps[0].map(lambda x: x[t:t + 1])
         grads = torch.autograd.grad(inner_loss(policy, one, ep, advs[0][t:t + 1]).sum(),
                                     list(one.values()))
         for (k, v), g in zip(params.items(), grads):
@@ -247,7 +247,7 @@ def padded(ep, adv, rows: int):
     pads tasks that hold fewer episodes than the fullest one."""
     def pad(x):
         return torch.cat([x, x.new_zeros((x.shape[0], rows, *x.shape[2:]))], 1)
-    return type(ep)(*(pad(x) for x in ep)), pad(adv)
+    return ep.map(pad), pad(adv)
 
 
 @pytest.mark.parametrize("discrete", [False, True])
