@@ -146,6 +146,10 @@ def _watch_resumes() -> None:
         signal.signal(signal.SIGCONT, _count_resume)
 
 
+#: seconds an env call may run past its timeout while the alarm checks for a stop (Ctrl-Z)
+GRACE_S = 0.5
+
+
 class _Alarm:
     """Raise :class:`EnvError` in the main thread if a block outlasts ``seconds`` (SIGALRM),
     not counting a stop (Ctrl-Z) during it; elsewhere (another thread, no ``setitimer``) the
@@ -158,14 +162,20 @@ class _Alarm:
 
     def _fire(self, signum, frame):
         if _resumes[0] != self._resumes:  # the process was stopped: time anew
-            self._resumes = _resumes[0]
+            self._resumes, self._grace = _resumes[0], False
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            return
+        if not self._grace:
+            # A SIGALRM that fell due while the process was stopped arrives with the SIGCONT,
+            # and Python runs its handler first: give the SIGCONT's handler a moment to count.
+            self._grace = True
+            signal.setitimer(signal.ITIMER_REAL, GRACE_S)
             return
         raise EnvError(self.message)
 
     def __enter__(self):
         if self.active:
-            self._resumes = _resumes[0]
+            self._resumes, self._grace = _resumes[0], False
             self._old = signal.signal(signal.SIGALRM, self._fire)
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
 
@@ -237,7 +247,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
                 "level), or use num_workers=1"
             ) from None
         sent = [self._send(conn, payload) for conn, payload in zip(self._conns, payloads)]
-        deadline = time.monotonic() + self.timeout
+        deadline, resumes = time.monotonic() + self.timeout, _resumes[0]
         try:
             with _Alarm(self.timeout, self._what(cmd, 0, "the main process")):
                 out = [self._local.handle(*messages[0])]
@@ -249,7 +259,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
                 raise EnvError(self._what(cmd, 0, "the main process", failed=exc)) from exc
             raise
         finally:
-            replies = [self._receive(k, conn, deadline) for k, conn in enumerate(sent)]
+            replies = [self._receive(k, conn, deadline, resumes) for k, conn in enumerate(sent)]
             for k, reply in enumerate(replies):
                 if reply[0] != "ok" and not self._failed:  # that worker is gone
                     self._failed = self._what(cmd, k + 1, f"worker {k}", reply[1])
@@ -277,13 +287,13 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         except OSError:
             return None
 
-    def _receive(self, k: int, conn, deadline: float) -> tuple:
+    def _receive(self, k: int, conn, deadline: float, resumes: int) -> tuple:
         """Worker ``k``'s reply; a closed pipe (the worker died) or no reply by ``deadline``
         (the worker is then killed) as an error. A stop (Ctrl-Z) while waiting restarts the
-        clock: a stopped job is not a hung env."""
+        clock: a stopped job is not a hung env. ``resumes`` is the SIGCONT count when the
+        clock started, so a stop while the main process ran its own part counts too."""
         if conn is None:
             return "error", "had exited"
-        resumes = _resumes[0]
         try:
             while not conn.poll(max(0.0, min(deadline - time.monotonic(), 1.0))):
                 if time.monotonic() < deadline:

@@ -351,15 +351,15 @@ def test_a_deleted_metrics_file_is_restored_from_the_checkpoint_on_resume(tmp_pa
 def test_a_stopped_job_is_not_a_hung_one(tmp_path):
     """Ctrl-Z (SIGSTOP to the job) for longer than the env timeout, then fg (SIGCONT): the run
     goes on, as time spent stopped is not counted."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "FAULTY_SLOW_RESET": "0.05"}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "FAULTY_SLOW_RESET": "0.02"}
     proc = subprocess.Popen([sys.executable, "-m", "meta_rl", "train", *FAULTY, "--iterations",
-                             "6", "--env-timeout", "2", "--out", str(tmp_path / "run")],
+                             "6", "--env-timeout", "3", "--out", str(tmp_path / "run")],
                             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     wait_for(lambda: (tmp_path / "run" / "config.yaml").exists())
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGSTOP)
-    time.sleep(4)  # twice the timeout
+    time.sleep(6)  # twice the timeout
     os.killpg(proc.pid, signal.SIGCONT)
     code, _, err = finish(proc)
     assert code == 0, err
