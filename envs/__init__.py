@@ -26,6 +26,8 @@ from envs.locomotion import (
     HalfCheetahVelTask,
     VelocityTask,
 )
+from envs.metaworld import (METAWORLD_FAMILIES, MetaWorldML1, MetaWorldML10, MetaWorldML45,
+                            MetaWorldTask)
 from envs.navigation import Navigation2D, NavigationTask
 from envs.pendulum import PendulumDynamics, PendulumTask
 from envs.registry import gym_id, make, names, register
@@ -35,6 +37,7 @@ BUILTIN_FAMILIES: tuple[type[TaskFamily], ...] = (
     PendulumDynamics,
     CartPoleDynamics,
     *MUJOCO_FAMILIES,
+    *METAWORLD_FAMILIES,
 )
 
 for _cls in BUILTIN_FAMILIES:
@@ -60,6 +63,10 @@ __all__ = [
     "HalfCheetahDynamicsTask",
     "HalfCheetahVel",
     "HalfCheetahVelTask",
+    "MetaWorldML1",
+    "MetaWorldML10",
+    "MetaWorldML45",
+    "MetaWorldTask",
     "Navigation2D",
     "NavigationTask",
     "PendulumDynamics",

@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py envs [--device cpu|cuda] [--threads N] [--repeats R]
     python scripts/benchmark.py scale [--processes 1,2] [--iterations 6] [--only TEXT]
+    python scripts/benchmark.py metaworld [--tasks 5] [--episodes 4] [--iterations 2]
     python scripts/benchmark.py meta [--threads 1,default] [--iterations N] [--algos A,B]
         [--tasks 20,100,1000] [--device cpu|cuda] [--fisher-fraction F] [--profile]
         [--cheetah-tasks 40] [--cheetah-episodes 20]
@@ -20,6 +21,10 @@ step), once per ``--threads`` setting of the main process; then one HalfCheetahV
 (MAML-TRPO, 40 tasks x 20 episodes x 200 steps, stepped by the main process and worker
 processes) with its sampler's env steps/s next to the raw single-env MuJoCo rate. ``--profile``
 adds where MAML's time goes.
+
+``metaworld``: env steps/s of Meta-World ML1 (reach-v3) and ML10 envs on one core, stepped one
+at a time by ``env.step`` and by the sampler (policy included, main process only); then seconds
+per meta-iteration of the MAML-TRPO ML1-reach and ML10 presets.
 
 Each ``envs`` figure is the best of ``--repeats`` timed runs after a warm-up run; each ``meta``
 figure the best and the median of ``--iterations`` meta-iterations after a warm-up one.
@@ -529,8 +534,88 @@ def add_scale_parser(subparsers) -> None:
 # -- dispatch --------------------------------------------------------------------------------------
 
 #: subcommand name -> function adding its parser (which sets ``run``)
+# -- metaworld --------------------------------------------------------------------------------------
+
+
+def run_metaworld(args: argparse.Namespace) -> int:
+    """Meta-World on one core: raw ``env.step`` of each family's envs, the sampler stepping the
+    same envs (main process only), and the seconds of a meta-iteration of the presets."""
+    from meta_rl.config import PolicyConfig, SamplingConfig, TrainConfig
+    from meta_rl.policies import batch_params, make_policy
+    from meta_rl.presets import load_yaml_config
+    from meta_rl.sampling import make_sampler
+
+    torch.set_num_threads(1)
+    seed_everything(0)
+    console = wide_console()
+    table = Table(title="Meta-World on one core", caption=machine())
+    for column in ("what", "steps/s", "time per step"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    for name, kwargs in (("MetaWorldML1", {"env_name": "reach-v3"}), ("MetaWorldML10", {})):
+        family = envs.make(name, horizon=args.horizon, **kwargs)
+        tasks = family.sample_tasks(args.tasks, seed=0)
+        actions = np.random.default_rng(0).uniform(-1, 1, (family.horizon, 4)).astype(np.float32)
+        env_list = [family.make_env(t) for _ in range(args.episodes) for t in tasks]
+
+        def raw():
+            for env in env_list:
+                env.reset(seed=0)
+                for action in actions:
+                    env.step(action)
+
+        steps = len(env_list) * family.horizon
+        rate = steps / best_time(raw, args.repeats, lambda: None)
+        table.add_row(f"{name} {kwargs.get('env_name', '')}: env.step, one env at a time",
+                      f"{rate:,.0f}", f"{1e6 / rate:,.0f} us")
+        for env in env_list:
+            env.close()
+        policy = make_policy(family.observation_space, family.action_space,
+                             PolicyConfig(hidden=(100, 100), activation="tanh"))
+        params = batch_params(policy.init_params(torch.Generator().manual_seed(0)), len(tasks))
+        sampler = make_sampler(family, policy, SamplingConfig(meta_batch=len(tasks),
+                                                              episodes=args.episodes),
+                               num_workers=1)
+        try:
+            seconds = best_time(lambda: sampler.sample(tasks, params, 0), args.repeats,
+                                lambda: None)
+        finally:
+            sampler.close()
+        table.add_row(f"{name}: the sampler (policy + the same envs, main process)",
+                      f"{steps / seconds:,.0f}", f"{1e6 * seconds / steps:,.0f} us")
+    console.print(table)
+    if args.iterations:
+        times = Table(title="Meta-World meta-iterations (MAML-TRPO presets)", caption=machine())
+        for column in ("preset", "env steps / iteration", "s / iteration (median)",
+                       "us per env step"):
+            times.add_column(column, justify="left" if column == "preset" else "right")
+        for preset in ("metaworld-ml1-reach-maml", "metaworld-ml10-maml"):
+            config = TrainConfig.from_dict(load_yaml_config(preset)).replace(
+                threads=args.threads)
+            seconds, steps, _, _ = time_meta(config, args.iterations, "cpu")
+            median = float(np.median(seconds))
+            times.add_row(preset, f"{int(np.median(steps)):,}", f"{median:.1f}",
+                          f"{1e6 * median / float(np.median(steps)):,.0f}")
+        console.print(times)
+    return 0
+
+
+def add_metaworld_parser(subparsers) -> None:
+    p = subparsers.add_parser("metaworld", help="Meta-World: raw env.step vs the sampler, "
+                                                "and preset meta-iterations")
+    p.add_argument("--tasks", type=positive_int, default=5, help="tasks (5)")
+    p.add_argument("--episodes", type=positive_int, default=4, help="episodes per task (4)")
+    p.add_argument("--horizon", type=positive_int, default=150, help="episode length (150)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the best is kept")
+    p.add_argument("--iterations", type=int, default=2,
+                   help="meta-iterations of each preset to time after a warm-up (2; 0: none)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads of the main process for the meta-iterations (1)")
+    p.set_defaults(run=run_metaworld)
+
+
 SUBCOMMANDS: dict[str, Callable] = {"envs": add_envs_parser, "meta": add_meta_parser,
-                                    "scale": add_scale_parser}
+                                    "scale": add_scale_parser,
+                                    "metaworld": add_metaworld_parser}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import envs
 from meta_rl.checkpoint import load_checkpoint
 from meta_rl.cli import main
 from meta_rl.presets import load_yaml_config, preset_names
@@ -221,7 +222,7 @@ def test_presets_are_valid_configs():
             "navigation2d-metasgd", "navigation2d-reptile", "quickstart"} <= set(preset_names())
     for name in preset_names():
         config = TrainConfig.from_dict(load_yaml_config(name))
-        assert config.env in ("Navigation2D", "HalfCheetahVel", "HalfCheetahDir", "AntDir")
+        assert config.env in envs.names()
 
 
 def test_flags_override_preset(tmp_path):

@@ -1,0 +1,335 @@
+"""Meta-World's meta-learning benchmarks (ML1, ML10, ML45) as task families, on ``metaworld``
+3.1.1 (Farama; Gymnasium API). Install it with ``pip install -e ".[metaworld]"``.
+
+A task is one Sawyer environment class and one goal: the environment's name and the
+``rand_vec`` (object and goal positions) that Meta-World's task data gives it. Tasks come from
+Meta-World's own benchmark objects (``metaworld.ML1(name, seed)``, ``metaworld.ML10(seed)``,
+``metaworld.ML45(seed)``), with their fixed split:
+
+- ``MetaWorldML1(env_name="reach-v3")``: training and test tasks are different goals of one
+  environment (50 each);
+- ``MetaWorldML10`` / ``MetaWorldML45``: training tasks are goals of 10 / 45 environments, test
+  tasks goals of 5 other environments, never seen in training.
+
+``sample_tasks`` draws from the training split; ``sample_split(n, seed, "test")`` from the test
+split, which ``meta-rl evaluate`` uses by default. Observations are 39-d (float32 here), actions
+4-d in ``[-1, 1]`` (clipped before simulating); an episode lasts ``horizon`` steps (default 500,
+Meta-World's ``max_path_length``, which is also the most it allows) and never terminates early.
+Each step's ``info["success"]`` says whether the task is solved; an episode succeeds if it was
+at any step (Meta-World's rule), which the samplers record.
+
+Building a Sawyer env loads a MuJoCo model, so envs are pooled: each process keeps the envs of
+each class it has built and switches their task in place (``env.set_task``), and an env of this
+family switches to a pooled env of the new task's class when its task changes class.
+Constructing ML10 or ML45's benchmark object takes tens of seconds; its task lists are cached
+in ``$META_RL_CACHE`` (default ``~/.cache/meta_rl``) after the first time.
+
+Meta-World 3.1.1's own entry points have traps this module avoids by using the benchmark objects
+directly: ``gym.make('Meta-World/ML1-train', ...)`` is registered only for ``make_vec``, its
+registration gives ML1-train the test goals, and its vector envs do not pick a task on reset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from envs.base import Task, TaskFamily
+
+METAWORLD_HINT = 'pip install -e ".[metaworld]"  (metaworld==3.1.1)'
+SPLITS = ("train", "test")
+
+
+def require_metaworld():
+    """The ``metaworld`` module, or an ``ImportError`` saying how to install it."""
+    try:
+        import metaworld
+    except ImportError as exc:
+        raise ImportError(f"the Meta-World families need the metaworld package ({exc}); install "
+                          f"it with: {METAWORLD_HINT}") from exc
+    return metaworld
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaWorldTask(Task):
+    """One Meta-World task: an environment name (``"reach-v3"``) and its ``rand_vec``."""
+
+    env_name: str
+    rand_vec: tuple[float, ...]
+
+    def __post_init__(self):
+        if not isinstance(self.env_name, str) or not self.env_name:
+            raise ValueError(f"env_name must be a Meta-World environment name, got "
+                             f"{self.env_name!r}")
+        try:
+            values = tuple(float(v) for v in self.rand_vec)
+        except (TypeError, ValueError):
+            raise ValueError(f"rand_vec must be a list of numbers, got {self.rand_vec!r}") from None
+        object.__setattr__(self, "rand_vec", values)
+
+
+# -- benchmark task lists, cached ------------------------------------------------------------------
+
+_TASKS: dict[tuple, dict[str, list[tuple[str, tuple[float, ...]]]]] = {}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("META_RL_CACHE", Path.home() / ".cache" / "meta_rl")) / "metaworld"
+
+
+def benchmark_tasks(benchmark: str, seed: int, env_name: str | None = None
+                    ) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
+    """``{"train": [(env_name, rand_vec), ...], "test": [...]}`` of Meta-World's ``benchmark``
+    ("ML1", "ML10", "ML45") built with ``seed``, in Meta-World's order; from memory, then the
+    disk cache, then Meta-World itself."""
+    key = (benchmark, seed, env_name)
+    if key in _TASKS:
+        return _TASKS[key]
+    metaworld = require_metaworld()
+    from importlib.metadata import version as package_version
+
+    version = package_version("metaworld")
+    name = f"{benchmark}{'-' + env_name if env_name else ''}-seed{seed}-metaworld{version}.json"
+    path = _cache_dir() / name
+    tasks = None
+    if path.is_file():
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            tasks = {s: [(n, tuple(v)) for n, v in data[s]] for s in SPLITS}
+        except (OSError, ValueError, KeyError, TypeError):
+            tasks = None  # a damaged cache is rebuilt
+    if tasks is None:
+        if benchmark == "ML1":
+            bench = metaworld.ML1(env_name, seed=seed)
+        else:
+            bench = getattr(metaworld, benchmark)(seed=seed)
+        tasks = {
+            s: [(t.env_name, tuple(float(x) for x in pickle.loads(t.data)["rand_vec"]))
+                for t in (bench.train_tasks if s == "train" else bench.test_tasks)]
+            for s in SPLITS
+        }
+        try:  # atomically: a concurrent process reads either nothing or the whole file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "w") as f:
+                json.dump({s: [[n, list(v)] for n, v in tasks[s]] for s in SPLITS}, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # no cache: the next process builds the benchmark again
+    _TASKS[key] = tasks
+    return tasks
+
+
+# -- envs ------------------------------------------------------------------------------------------
+
+#: per process: idle Sawyer envs by environment name, reused by the next env that needs one
+_POOL: dict[str, list[gym.Env]] = {}
+
+
+def _sawyer(env_name: str) -> gym.Env:
+    if _POOL.get(env_name):
+        return _POOL[env_name].pop()
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    if env_name not in ALL_V3_ENVIRONMENTS:
+        raise ValueError(f"{env_name!r} is not a Meta-World v3 environment")
+    return ALL_V3_ENVIRONMENTS[env_name]()
+
+
+class MetaWorldEnv(gym.Env):
+    """One Meta-World task as an ordinary Gymnasium env: float32 observations, actions clipped
+    to ``[-1, 1]``, truncated after the family's horizon, ``set_task`` to switch task in place."""
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(self, family: "MetaWorldFamily", task: MetaWorldTask):
+        self.family = family
+        self.observation_space, self.action_space = family.observation_space, family.action_space
+        self._sawyer: gym.Env | None = None
+        self.task: MetaWorldTask | None = None
+        self._steps = 0
+        self.set_task(task)
+
+    def set_task(self, task: MetaWorldTask) -> None:
+        from metaworld.types import Task as SawyerTask
+
+        task = self.family.check_task(task)
+        if self.task is None or self.task.env_name != task.env_name:
+            self._release()
+            self._sawyer = _sawyer(task.env_name)
+        data = {"rand_vec": np.asarray(task.rand_vec, dtype=np.float64),
+                "env_cls": type(self._sawyer), "partially_observable": True}
+        self._sawyer.set_task(SawyerTask(env_name=task.env_name, data=pickle.dumps(data)))
+        self.task = task
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)  # (Meta-World's reset is deterministic given the task)
+        obs, info = self._sawyer.reset()
+        self._steps = 0
+        return obs.astype(np.float32), info
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+        obs, reward, terminated, truncated, info = self._sawyer.step(action)
+        self._steps += 1
+        truncated = bool(truncated) or self._steps >= self.family.horizon
+        return obs.astype(np.float32), float(reward), bool(terminated), truncated, info
+
+    def _release(self) -> None:
+        if self._sawyer is not None:
+            _POOL.setdefault(self.task.env_name, []).append(self._sawyer)
+            self._sawyer = None
+
+    def close(self) -> None:
+        self._release()  # the Sawyer env goes back to the pool for the next env of its class
+
+
+# -- families --------------------------------------------------------------------------------------
+
+
+class MetaWorldFamily(TaskFamily):
+    """Shared machinery of the Meta-World families: the benchmark's tasks, split by Meta-World,
+    the spaces and the env. Subclasses set ``benchmark``."""
+
+    task_type: ClassVar[type[Task]] = MetaWorldTask
+    default_horizon: ClassVar[int] = 500
+    benchmark: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = SPLITS
+    env_name: str | None = None
+
+    def __init__(self, horizon: int | None = None, benchmark_seed: int = 0):
+        super().__init__(horizon)
+        if self.horizon > 500:
+            raise ValueError(f"horizon must be at most 500 (Meta-World's max_path_length), got "
+                             f"{self.horizon}")
+        self.benchmark_seed = self.check_seed(benchmark_seed)
+        require_metaworld()
+
+    def __repr__(self) -> str:
+        name = f"env_name={self.env_name!r}, " if self.env_name else ""
+        return (f"{type(self).__name__}({name}horizon={self.horizon}, "
+                f"benchmark_seed={self.benchmark_seed})")
+
+    @property
+    def observation_space(self) -> gym.spaces.Box:
+        return gym.spaces.Box(-np.inf, np.inf, (39,), np.float32)
+
+    @property
+    def action_space(self) -> gym.spaces.Box:
+        return gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+    def split_tasks(self, split: str) -> list[MetaWorldTask]:
+        """Every task of ``split`` ("train" or "test"), in Meta-World's order."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        listed = benchmark_tasks(self.benchmark, self.benchmark_seed, self.env_name)[split]
+        return [self.task_type(name, vec) for name, vec in listed]
+
+    def sample_split(self, n: int, seed: int, split: str = "train") -> list[MetaWorldTask]:
+        """``n`` tasks of ``split``, drawn uniformly with ``seed`` (without replacement while
+        ``n`` is at most the split's size)."""
+        n = self.check_count(n)
+        rng = np.random.default_rng(self.check_seed(seed))
+        pool = self.split_tasks(split)
+        return [pool[i] for i in rng.choice(len(pool), n, replace=n > len(pool))]
+
+    def sample_tasks(self, n: int, seed: int) -> list[MetaWorldTask]:
+        return self.sample_split(n, seed, "train")
+
+    def check_task(self, task: Any) -> MetaWorldTask:
+        task = super().check_task(task)
+        if self.env_name is not None and task.env_name != self.env_name:
+            raise ValueError(f"{self!r} has tasks of {self.env_name}, not {task.env_name}")
+        return task
+
+    def make_env(self, task: Task) -> gym.Env:
+        return MetaWorldEnv(self, self.check_task(task))
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaWorldML1Task(MetaWorldTask):
+    family: ClassVar[str] = "MetaWorldML1"
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaWorldML10Task(MetaWorldTask):
+    family: ClassVar[str] = "MetaWorldML10"
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaWorldML45Task(MetaWorldTask):
+    family: ClassVar[str] = "MetaWorldML45"
+
+
+class MetaWorldML1(MetaWorldFamily):
+    """Meta-World ML1: one Sawyer environment (``env_name``, e.g. ``reach-v3``, ``push-v3``,
+    ``pick-place-v3``). What varies: the goal (object and target positions); 50 training goals,
+    and 50 other test goals.
+
+    Observation: 39 floats (hand and gripper, two objects' poses, the previous frame's; the goal
+    slots are zero: tasks are partially observable, as in Meta-World's benchmarks). Action: 4
+    floats in ``[-1, 1]`` (hand displacement and gripper effort). Reward: the environment's dense
+    Meta-World reward, 0 to 10 a step. Termination: none; truncated after ``horizon`` steps
+    (default 500). Success: ``info["success"]``, recorded per episode as success at any step.
+    """
+
+    name: ClassVar[str] = "MetaWorldML1"
+    task_type: ClassVar[type[Task]] = MetaWorldML1Task
+    varies: ClassVar[str] = "goal (object/target position) of one Sawyer env; test goals held out"
+    benchmark: ClassVar[str] = "ML1"
+
+    def __init__(self, env_name: str = "reach-v3", horizon: int | None = None,
+                 benchmark_seed: int = 0):
+        super().__init__(horizon, benchmark_seed)
+        if env_name not in require_metaworld().ML1.ENV_NAMES:
+            raise ValueError(f"env_name must be one of Meta-World's ML1 environments, e.g. "
+                             f"reach-v3, push-v3, pick-place-v3; got {env_name!r}")
+        self.env_name = env_name
+
+
+class MetaWorldML10(MetaWorldFamily):
+    """Meta-World ML10. What varies: the environment and its goal. Training tasks are goals of
+    10 environments (reach, push, pick-place, door-open, drawer-close, button-press-topdown,
+    peg-insert-side, window-open, sweep, basketball); test tasks are goals of 5 others
+    (drawer-open, door-close, shelf-place, sweep-into, lever-pull).
+
+    Observation: 39 floats (hand and gripper, two objects' poses, the previous frame's; the goal
+    slots are zero: tasks are partially observable, as in Meta-World's benchmarks). Action: 4
+    floats in ``[-1, 1]`` (hand displacement and gripper effort). Reward: the environment's dense
+    Meta-World reward, 0 to 10 a step. Termination: none; truncated after ``horizon`` steps
+    (default 500). Success: ``info["success"]``, recorded per episode as success at any step.
+    """
+
+    name: ClassVar[str] = "MetaWorldML10"
+    task_type: ClassVar[type[Task]] = MetaWorldML10Task
+    varies: ClassVar[str] = "Sawyer env (10 train classes) and goal; 5 test classes held out"
+    benchmark: ClassVar[str] = "ML10"
+
+
+class MetaWorldML45(MetaWorldFamily):
+    """Meta-World ML45. What varies: the environment and its goal. Training tasks are goals of
+    45 environments; test tasks are goals of 5 others (bin-picking, box-close, hand-insert,
+    door-lock, door-unlock).
+
+    Observation: 39 floats (hand and gripper, two objects' poses, the previous frame's; the goal
+    slots are zero: tasks are partially observable, as in Meta-World's benchmarks). Action: 4
+    floats in ``[-1, 1]`` (hand displacement and gripper effort). Reward: the environment's dense
+    Meta-World reward, 0 to 10 a step. Termination: none; truncated after ``horizon`` steps
+    (default 500). Success: ``info["success"]``, recorded per episode as success at any step.
+    """
+
+    name: ClassVar[str] = "MetaWorldML45"
+    task_type: ClassVar[type[Task]] = MetaWorldML45Task
+    varies: ClassVar[str] = "Sawyer env (45 train classes) and goal; 5 test classes held out"
+    benchmark: ClassVar[str] = "ML45"
+
+
+METAWORLD_FAMILIES: tuple[type[TaskFamily], ...] = (MetaWorldML1, MetaWorldML10, MetaWorldML45)
