@@ -84,18 +84,20 @@ def test_help_shows_every_default():
 
 
 def readme_commands() -> list[list[str]]:
-    """Every ``meta-rl ...`` and ``python scripts/....py ...`` command in the README's and the
-    docs' bash blocks and inline code. A mention (no argument after the subcommand) or a
+    """Every ``meta-rl ...``, ``torchrun ... -m meta_rl ...`` and ``python scripts/....py ...``
+    command in the README's and the docs' bash blocks and inline code. A mention (no argument after the subcommand) or a
     grammar (``[--preset P]``, ``DIR``: brackets or placeholders in capitals) is not a command."""
     commands = []
     for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
         text = path.read_text()
         lines = [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-                 for line in block.splitlines()]
+                 for line in block.replace("\\\n", " ").splitlines()]
         lines += re.findall(r"`((?:meta-rl|python scripts/\w+\.py) [^`]*)`", " ".join(text.split()))
         for line in lines:
             for part in line.split("#")[0].split("&&"):
                 words = shlex.split(part)
+                if words[:1] == ["torchrun"] and "meta_rl" in words:  # torchrun ... -m meta_rl
+                    words = ["meta-rl", *words[words.index("meta_rl") + 1:]]
                 is_command = words[:1] == ["meta-rl"] or words[1:2] and words[1].startswith(
                     "scripts/")
                 if is_command and len(words) >= 3 and not re.search(r"\[|\b[A-Z]+\b", part):
