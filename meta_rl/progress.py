@@ -44,6 +44,11 @@ class ProgressEvent:
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
+def _plural(unit: str) -> str:
+    """``batch`` -> ``batches``, ``iteration`` -> ``iterations``."""
+    return unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds >= 3600:
@@ -98,7 +103,7 @@ class ConsoleProgress:
         now = time.monotonic() if now is None else now
         start, done0 = self._started.get(event.stage, (now, event.done))
         elapsed = now - start
-        parts = [f"{event.stage}: {event.done}/{event.total} {event.unit}s"]
+        parts = [f"{event.stage}: {event.done}/{event.total} {_plural(event.unit)}"]
         if event.total:
             parts[0] += f" ({100 * event.done // event.total}%)"
         parts.append(f"{_duration(elapsed)} elapsed")

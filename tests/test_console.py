@@ -28,7 +28,7 @@ def meta_rl(*args: str, columns: int = 80, cwd: Path | None = None) -> subproces
 
 
 def test_plain_progress_lines_carry_every_field_and_come_every_few_seconds(monkeypatch):
-    clock = iter([0.0, 1.0, 2.0, 6.5, 7.0, 9.0])
+    clock = iter([0.0, 1.0, 2.0, 6.5, 7.0, 9.0, 10.0, 11.0])
     monkeypatch.setattr("meta_rl.progress.time.monotonic", lambda: next(clock))
     out = io.StringIO()
     display = ConsoleProgress(stream=out, every=5.0)
@@ -42,6 +42,8 @@ def test_plain_progress_lines_carry_every_field_and_come_every_few_seconds(monke
     assert lines[1].endswith("post -13.00, env steps/s 12,345")
     display(ProgressEvent("pretrained", note="pretrained: reusing runs/x/pretrained"))
     assert out.getvalue().splitlines()[-1] == "pretrained: reusing runs/x/pretrained"
+    display(ProgressEvent("meta", 6, 6, "batch"))
+    assert out.getvalue().splitlines()[-1].startswith("meta: 6/6 batches (100%)")
 
 
 def test_train_under_a_pipe_prints_whole_progress_lines_and_an_uncut_hint(tmp_path):
