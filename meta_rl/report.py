@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -107,9 +108,9 @@ def eval_table(result, compact: bool = False) -> Table:
                 + ("; wall s includes pretraining" if "pretrained" in d["methods"] else ""),
     )
     table.add_column("method", no_wrap=True)
-    table.add_column("step size", no_wrap=True)
+    table.add_column("step size", overflow="fold")
     for k in d["steps"]:
-        table.add_column(f"step {k}", justify="right", no_wrap=True)
+        table.add_column(f"step {k}", justify="right", overflow="fold", min_width=6)
     table.add_column("tasks", justify="right")
     table.add_column("wall s", justify="right")
     for name, m in d["methods"].items():
@@ -141,7 +142,7 @@ def success_table(result) -> Table | None:
                           "mean ± 95% CI over tasks")
     table.add_column("method", no_wrap=True)
     for k in d["steps"]:
-        table.add_column(f"step {k}", justify="right", no_wrap=True)
+        table.add_column(f"step {k}", justify="right", overflow="fold")
     for name, s in rows.items():
         table.add_row(name, *(_percent(mean, ci) for mean, ci in zip(s["mean"], s["ci95"])))
     return table
@@ -152,7 +153,10 @@ def print_eval(result, console: Console | None = None) -> None:
     a note when the model was trained on another revision of its family than the tasks'."""
     console = console or Console()
     d = _as_dict(result)
-    console.print(eval_table(d, compact=console.width < 30 + 18 * len(d["steps"]) + 18))
+    wide = 30 + 18 * len(d["steps"]) + 18  # one-line cells
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = max(console.width, wide)  # a pipe or a log file: never cut a number
+    console.print(eval_table(d, compact=console.width < wide))
     success = success_table(d)
     if success is not None:
         console.print(success)

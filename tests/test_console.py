@@ -168,3 +168,21 @@ def test_labels_name_only_the_methods_that_ran(tmp_path):
     out = io.StringIO()
     report.print_eval(result, Console(file=out, width=200))
     assert "pretrain" not in out.getvalue() and "ppo" not in out.getvalue().lower()
+
+
+def test_an_eval_table_in_a_log_file_never_cuts_a_number(tmp_path, monkeypatch):
+    """Under a pipe (no terminal, no COLUMNS) rich would lay the table out at 80 columns and cut
+    five steps' cells to "-39.…"; print_eval widens a non-terminal console instead."""
+    from meta_rl.evaluation import evaluate
+    from meta_rl.report import print_eval
+
+    run = tmp_path / "run"
+    assert meta_rl("train", "--iterations", "1", *TINY, "--out", str(run)).returncode == 0
+    result = evaluate(run, tasks=2, steps=5, episodes=2, methods="meta,random", progress=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = io.StringIO()
+    print_eval(result, Console(file=out))
+    table = out.getvalue()
+    assert "…" not in table
+    assert all(f"step {k}" in table for k in range(6))
+    assert all(f"{m.mean[5]:.2f} ± {m.ci95[5]:.2f}" in table for m in result.methods.values())
