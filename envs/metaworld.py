@@ -254,6 +254,22 @@ class MetaWorldFamily(TaskFamily):
         return MetaWorldEnv(self, self.check_task(task))
 
 
+#: what every Meta-World family's envs are, appended to each family's docstring
+SAWYER_CONTRACT = """
+    Observation: 39 floats (hand and gripper, two objects' poses, the previous frame's; the goal
+    slots are zero: tasks are partially observable, as in Meta-World's benchmarks). Action: 4
+    floats in ``[-1, 1]`` (hand displacement and gripper effort). Reward: the environment's dense
+    Meta-World reward, 0 to 10 a step. Termination: none; truncated after ``horizon`` steps
+    (default 500). Success: ``info["success"]``, recorded per episode as success at any step.
+"""
+
+
+def _sawyer_contract(cls):
+    """Class decorator: ``cls``'s docstring, then :data:`SAWYER_CONTRACT`."""
+    cls.__doc__ = cls.__doc__.rstrip() + "\n" + SAWYER_CONTRACT
+    return cls
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaWorldML1Task(MetaWorldTask):
     family: ClassVar[str] = "MetaWorldML1"
@@ -269,16 +285,11 @@ class MetaWorldML45Task(MetaWorldTask):
     family: ClassVar[str] = "MetaWorldML45"
 
 
+@_sawyer_contract
 class MetaWorldML1(MetaWorldFamily):
     """Meta-World ML1: one Sawyer environment (``env_name``, e.g. ``reach-v3``, ``push-v3``,
     ``pick-place-v3``). What varies: the goal (object and target positions); 50 training goals,
     and 50 other test goals.
-
-    Observation: 39 floats (hand and gripper, two objects' poses, the previous frame's; the goal
-    slots are zero: tasks are partially observable, as in Meta-World's benchmarks). Action: 4
-    floats in ``[-1, 1]`` (hand displacement and gripper effort). Reward: the environment's dense
-    Meta-World reward, 0 to 10 a step. Termination: none; truncated after ``horizon`` steps
-    (default 500). Success: ``info["success"]``, recorded per episode as success at any step.
     """
 
     name: ClassVar[str] = "MetaWorldML1"
@@ -295,17 +306,12 @@ class MetaWorldML1(MetaWorldFamily):
         self.env_name = env_name
 
 
+@_sawyer_contract
 class MetaWorldML10(MetaWorldFamily):
     """Meta-World ML10. What varies: the environment and its goal. Training tasks are goals of
     10 environments (reach, push, pick-place, door-open, drawer-close, button-press-topdown,
     peg-insert-side, window-open, sweep, basketball); test tasks are goals of 5 others
     (drawer-open, door-close, shelf-place, sweep-into, lever-pull).
-
-    Observation: 39 floats (hand and gripper, two objects' poses, the previous frame's; the goal
-    slots are zero: tasks are partially observable, as in Meta-World's benchmarks). Action: 4
-    floats in ``[-1, 1]`` (hand displacement and gripper effort). Reward: the environment's dense
-    Meta-World reward, 0 to 10 a step. Termination: none; truncated after ``horizon`` steps
-    (default 500). Success: ``info["success"]``, recorded per episode as success at any step.
     """
 
     name: ClassVar[str] = "MetaWorldML10"
@@ -314,16 +320,11 @@ class MetaWorldML10(MetaWorldFamily):
     benchmark: ClassVar[str] = "ML10"
 
 
+@_sawyer_contract
 class MetaWorldML45(MetaWorldFamily):
     """Meta-World ML45. What varies: the environment and its goal. Training tasks are goals of
     45 environments; test tasks are goals of 5 others (bin-picking, box-close, hand-insert,
     door-lock, door-unlock).
-
-    Observation: 39 floats (hand and gripper, two objects' poses, the previous frame's; the goal
-    slots are zero: tasks are partially observable, as in Meta-World's benchmarks). Action: 4
-    floats in ``[-1, 1]`` (hand displacement and gripper effort). Reward: the environment's dense
-    Meta-World reward, 0 to 10 a step. Termination: none; truncated after ``horizon`` steps
-    (default 500). Success: ``info["success"]``, recorded per episode as success at any step.
     """
 
     name: ClassVar[str] = "MetaWorldML45"

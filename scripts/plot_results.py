@@ -53,14 +53,8 @@ def plot_adaptation(name: str, data: dict, out: Path) -> Path:
             for c in curves:
                 ax.plot(steps, c, color=line.get_color(), alpha=0.35, linewidth=0.8)
     ax.set_xticks(list(steps))
-    ax.set_xlabel("adaptation steps")
-    ax.set_ylabel("return on 40 held-out tasks (mean ± std over seeds)")
-    ax.set_title(f"{name}: return after k adaptation steps")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = out / f"{name.lower()}-adaptation.png"
-    save_figure(fig, path)
-    return path
+    return finish(fig, ax, "adaptation steps", "return on 40 held-out tasks (mean ± std over seeds)",
+                  f"{name}: return after k adaptation steps", out / f"{name.lower()}-adaptation.png")
 
 
 def plot_training(name: str, runs: list[Path], out: Path) -> Path:
@@ -86,12 +80,18 @@ def plot_training(name: str, runs: list[Path], out: Path) -> Path:
             color = line.get_color()
             ax.fill_between(its, [min(r) for r in rows], [max(r) for r in rows],
                             color=color, alpha=0.12, linewidth=0)
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean training return per episode")
-    ax.set_title(f"{name}: meta-training (mean over seeds; band: their range)")
+    return finish(fig, ax, "meta-iteration", "mean training return per episode",
+                  f"{name}: meta-training (mean over seeds; band: their range)",
+                  out / f"{name.lower()}-training.png")
+
+
+def finish(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """Label, grid and legend ``ax``; save ``fig`` to ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = out / f"{name.lower()}-training.png"
     save_figure(fig, path)
     return path
 
