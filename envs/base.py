@@ -28,6 +28,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+#: the splits a family samples from: training tasks, and the held-out ones
+SPLITS = ("train", "test")
+
+
+def reported_success(infos) -> np.ndarray | None:
+    """``info["success"]`` of each of a step's ``infos`` as a bool array, or ``None`` unless
+    every one carries it (Meta-World's envs do; an episode succeeds if it was true at any step)."""
+    if all("success" in info for info in infos):
+        return np.asarray([bool(info["success"]) for info in infos], dtype=bool)
+    return None
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -140,8 +151,7 @@ class TaskFamily(ABC):
         tasks are held out by their seed: evaluation draws them from a seed stream that training
         never uses (``meta_rl.seeding``).
         """
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.check_split(split)
         return self.sample_tasks(n, seed)
 
     @abstractmethod
@@ -177,9 +187,8 @@ class TaskFamily(ABC):
         obs, reward, terminated, truncated, infos = zip(*results)
         out = (np.stack(obs), np.asarray(reward, dtype=np.float64),
                np.asarray(terminated, dtype=bool), np.asarray(truncated, dtype=bool))
-        if all("success" in info for info in infos):
-            return (*out, np.asarray([bool(info["success"]) for info in infos]))
-        return out
+        success = reported_success(infos)
+        return out if success is None else (*out, success)
 
     # -- shared helpers -----------------------------------------------------------------------
     @property
@@ -224,6 +233,13 @@ class TaskFamily(ABC):
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         return seed
+
+    @staticmethod
+    def check_split(split: Any) -> str:
+        """Validate a split name: one of :data:`SPLITS`."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return split
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(horizon={self.horizon})"

@@ -41,10 +41,9 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import Task, TaskFamily
+from envs.base import SPLITS, Task, TaskFamily
 
 METAWORLD_HINT = 'pip install -e ".[metaworld]"  (metaworld==3.1.1)'
-SPLITS = ("train", "test")
 
 
 def require_metaworld():
@@ -202,7 +201,6 @@ class MetaWorldFamily(TaskFamily):
     task_type: ClassVar[type[Task]] = MetaWorldTask
     default_horizon: ClassVar[int] = 500
     benchmark: ClassVar[str] = ""
-    splits: ClassVar[tuple[str, ...]] = SPLITS
     env_name: str | None = None
 
     def __init__(self, horizon: int | None = None, benchmark_seed: int = 0):
@@ -228,9 +226,8 @@ class MetaWorldFamily(TaskFamily):
 
     def split_tasks(self, split: str) -> list[MetaWorldTask]:
         """Every task of ``split`` ("train" or "test"), in Meta-World's order."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        listed = benchmark_tasks(self.benchmark, self.benchmark_seed, self.env_name)[split]
+        listed = benchmark_tasks(self.benchmark, self.benchmark_seed,
+                                 self.env_name)[self.check_split(split)]
         return [self.task_type(name, vec) for name, vec in listed]
 
     def sample_split(self, n: int, seed: int, split: str = "train") -> list[MetaWorldTask]:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 import envs
+from envs.base import reported_success
 from meta_rl.checkpoint import CHECKPOINT, atomic_write, load_checkpoint
 from meta_rl.config import EvalConfig, TrainConfig
 from meta_rl.inner import FixedStep, InnerRule
@@ -216,9 +217,10 @@ def _ppo_returns(model, env, episodes: int, seed: int) -> tuple[float, float | N
         action, _ = model.predict(obs, deterministic=False)
         obs, reward, done, infos = env.step(action)
         total += np.where(alive, reward, 0.0)
-        reported = reported and all("success" in info for info in infos)
+        now = reported_success(infos)
+        reported = reported and now is not None
         if reported:
-            success |= alive & np.array([bool(info["success"]) for info in infos])
+            success |= alive & now
         alive &= ~done
     return float(total.mean()), (float(success.mean()) if reported else None)
 
