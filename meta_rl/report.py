@@ -96,13 +96,18 @@ def _batch_note(d: dict) -> str:
     return f"{episodes} episodes each"
 
 
+def _split_word(d: dict) -> str:
+    """How the caption names the evaluation's tasks: "training" or "held-out"."""
+    return "training" if d.get("split") == "train" else "held-out"
+
+
 def eval_table(result, compact: bool = False) -> Table:
     """Rows: methods; columns: return after step ``0..K`` as ``mean ± 95% CI`` (``compact``: the
     CI on a second line, for narrow consoles)."""
     d = _as_dict(result)
     table = Table(
         title=f"{escape(d['family'])} ({d.get('algo', '?')}): return after k adaptation steps",
-        caption=f"{d['tasks']} {'training' if d.get('split') == 'train' else 'held-out'} tasks, "
+        caption=f"{d['tasks']} {_split_word(d)} tasks, "
                 f"{_batch_note(d)}, "
                 f"seed {d['seed']}{_lr_note(d)}; mean ± 95% CI over tasks"
                 + ("; wall s includes pretraining" if "pretrained" in d["methods"] else ""),
@@ -233,7 +238,7 @@ def plot_adaptation(result, path: str | Path) -> Path:
         if i == 0:
             ax.legend()
     fig.suptitle(f"{d['family']}: {d.get('algo', '?')} vs baselines "
-                 f"({d['tasks']} {'training' if d.get('split') == 'train' else 'held-out'} "
+                 f"({d['tasks']} {_split_word(d)} "
                  "tasks, 95% CI)")
     save_figure(fig, path)
     return path
