@@ -513,9 +513,10 @@ def check_family(
         elif isinstance(family, type) and issubclass(family, TaskFamily):
             family = family()
     except Exception as exc:
+        # a missing or broken dependency says its own fix; anything else is the constructor's
+        fix = "" if isinstance(exc, ImportError) else "; make its constructor work with no arguments"
         return FamilyCheckReport(str(label), [CheckResult(
-            "construct", False,
-            f"building the family raised {_error_text(exc)}; make its constructor work with no arguments.")])
+            "construct", False, f"building the family raised {_error_text(exc)}{fix}.")])
     if not isinstance(family, TaskFamily):
         return FamilyCheckReport(str(label), [CheckResult(
             "contract", False,

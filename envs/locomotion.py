@@ -31,8 +31,22 @@ from envs.base import Task, TaskFamily
 MUJOCO_HINT = 'pip install "gymnasium[mujoco]"'
 
 
+# What to run when ``import mujoco`` finds a package but cannot load its library. The usual cause:
+# MuJoCo 4 ships as mujoco + mujoco-core + mujoco-studio, and pip's downgrade to a 3.x release
+# (Meta-World pins 3.3.0) removes only ``mujoco``, leaving mujoco-core's files in the same folder.
+MUJOCO_REPAIR = ('pip uninstall -y mujoco mujoco-core mujoco-studio mujoco-studio-wasm, then '
+                 'reinstall this project (pip install -e . or -e ".[metaworld]")')
+
+
+def broken_mujoco(exc: OSError) -> ImportError:
+    """The error for a mujoco package that is installed but cannot load its shared library."""
+    return ImportError(f"the installed mujoco package does not load ({exc}); two MuJoCo releases "
+                       f"are probably mixed in one environment. Repair it with: {MUJOCO_REPAIR}")
+
+
 def require_mujoco():
-    """The :mod:`envs.mujoco_envs` module, or an ``ImportError`` saying how to install MuJoCo."""
+    """The :mod:`envs.mujoco_envs` module, or an ``ImportError`` saying how to install MuJoCo
+    (or how to repair a broken install)."""
     try:
         import mujoco  # noqa: F401
     except ImportError as exc:
@@ -40,6 +54,8 @@ def require_mujoco():
             f"the MuJoCo task families need the mujoco package ({exc}); install it with: "
             f"{MUJOCO_HINT}"
         ) from exc
+    except OSError as exc:
+        raise broken_mujoco(exc) from exc
     from envs import mujoco_envs
 
     return mujoco_envs

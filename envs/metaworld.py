@@ -42,6 +42,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.base import SPLITS, Task, TaskFamily
+from envs.locomotion import broken_mujoco
 
 METAWORLD_HINT = 'pip install -e ".[metaworld]"  (metaworld==3.1.1)'
 
@@ -53,6 +54,8 @@ def require_metaworld():
     except ImportError as exc:
         raise ImportError(f"the Meta-World families need the metaworld package ({exc}); install "
                           f"it with: {METAWORLD_HINT}") from exc
+    except OSError as exc:  # metaworld imports mujoco, whose library failed to load
+        raise broken_mujoco(exc) from exc
     return metaworld
 
 

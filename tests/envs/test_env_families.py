@@ -173,6 +173,39 @@ def test_missing_mujoco_says_how_to_install(monkeypatch):
     assert "AntVel" in envs.names()
 
 
+def test_broken_mujoco_says_how_to_repair(monkeypatch, capsys, tmp_path):
+    """A mujoco package that imports but cannot load its library (MuJoCo 4's mujoco-core left
+    beside a 3.x release) is named, with the repair, by the MuJoCo and Meta-World families and by
+    the CLI in one line."""
+    import builtins
+
+    from meta_rl.cli import main
+
+    real_import = builtins.__import__
+    missing = OSError("libmujoco.so.4.0.1: cannot open shared object file: No such file or "
+                      "directory")
+
+    def failing_import(name, *args, **kwargs):
+        if name in ("mujoco", "metaworld"):
+            raise missing
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    for call in (lambda: envs.make("HalfCheetahVel"),
+                 lambda: envs.make("MetaWorldML1", env_name="reach-v3")):
+        with pytest.raises(ImportError, match="libmujoco.so.4.0.1") as info:
+            call()
+        assert "pip uninstall -y mujoco mujoco-core" in str(info.value)
+    assert main(["check-env", "HalfCheetahVel"]) != 0
+    report = capsys.readouterr().out
+    assert "mujoco-core" in report and "constructor" not in report
+    assert main(["train", "--env", "HalfCheetahVel", "--out", str(tmp_path / "run")]) != 0
+    out = capsys.readouterr()
+    printed = (out.out + out.err).strip()
+    assert "mujoco-core" in printed and "Traceback" not in printed
+    assert len(printed.splitlines()) == 1, printed
+
+
 @pytest.mark.parametrize("name", ["HalfCheetahDir", "HalfCheetahDynamics", "AntDir"])
 def test_step_envs_equals_env_step_exactly(name):
     """The worker processes' batched step gives bit for bit what env.step gives, clipping included,
