@@ -132,23 +132,61 @@ def benchmark_tasks(benchmark: str, seed: int, env_name: str | None = None
 
 # -- envs ------------------------------------------------------------------------------------------
 
-#: per process: idle Sawyer envs by environment name, reused by the next env that needs one
-_POOL: dict[str, list[gym.Env]] = {}
+class SawyerPool:
+    """Per process: Meta-World's Sawyer envs (about 23 MB each, mostly the compiled model), kept
+    for reuse by environment name, since building one takes 0.1-0.3 s.
+
+    A sub-env switched to another class hands its Sawyer env back, and takes one of its new class
+    at ``reset``, so all the envs a sampler retasks are back in the pool before any is taken.
+    Bounded: when a new env must be built, the least recently returned idle ones are closed until
+    at most ``factor`` times the most envs ever in use at once are alive (unbounded, ML10's and
+    ML45's ever-changing classes would keep adding envs of each class until memory ran out).
+    """
+
+    def __init__(self, factor: float = 2.0):
+        if not factor >= 1:
+            raise ValueError(f"factor must be >= 1 (alive envs per env in use), got {factor!r}")
+        self.factor = factor
+        self.idle: list[tuple[str, gym.Env]] = []  # least recently returned first
+        self.in_use = 0
+        self.peak = 0
+
+    @property
+    def alive(self) -> int:
+        return self.in_use + len(self.idle)
+
+    def take(self, env_name: str) -> gym.Env:
+        for i in range(len(self.idle) - 1, -1, -1):
+            if self.idle[i][0] == env_name:
+                env = self.idle.pop(i)[1]
+                break
+        else:
+            limit = self.factor * max(self.peak, self.in_use + 1)
+            while self.idle and self.alive + 1 > limit:
+                self.idle.pop(0)[1].close()
+            env = _build_sawyer(env_name)
+        self.in_use += 1
+        self.peak = max(self.peak, self.in_use)
+        return env
+
+    def give(self, env_name: str, env: gym.Env) -> None:
+        self.in_use -= 1
+        self.idle.append((env_name, env))
 
 
-def _sawyer(env_name: str) -> gym.Env:
-    if _POOL.get(env_name):
-        return _POOL[env_name].pop()
+POOL = SawyerPool()
+
+
+def _build_sawyer(env_name: str) -> gym.Env:
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-    if env_name not in ALL_V3_ENVIRONMENTS:
-        raise ValueError(f"{env_name!r} is not a Meta-World v3 environment")
-    return ALL_V3_ENVIRONMENTS[env_name]()
+    return ALL_V3_ENVIRONMENTS[env_name]()  # (the name was checked by the family's check_task)
 
 
 class MetaWorldEnv(gym.Env):
     """One Meta-World task as an ordinary Gymnasium env: float32 observations, actions clipped
-    to ``[-1, 1]``, truncated after the family's horizon, ``set_task`` to switch task in place."""
+    to ``[-1, 1]``, truncated after the family's horizon, ``set_task`` to switch task in place
+    (it takes effect at the next ``reset``)."""
 
     metadata: ClassVar[dict] = {"render_modes": []}
 
@@ -156,29 +194,41 @@ class MetaWorldEnv(gym.Env):
         self.family = family
         self.observation_space, self.action_space = family.observation_space, family.action_space
         self._sawyer: gym.Env | None = None
+        self._task_set = False  # whether the Sawyer env has been given self.task
         self.task: MetaWorldTask | None = None
         self._steps = 0
         self.set_task(task)
 
     def set_task(self, task: MetaWorldTask) -> None:
-        from metaworld.types import Task as SawyerTask
-
         task = self.family.check_task(task)
-        if self.task is None or self.task.env_name != task.env_name:
+        if self.task is not None and self.task.env_name != task.env_name:
             self._release()
-            self._sawyer = _sawyer(task.env_name)
-        data = {"rand_vec": np.asarray(task.rand_vec, dtype=np.float64),
-                "env_cls": type(self._sawyer), "partially_observable": True}
-        self._sawyer.set_task(SawyerTask(env_name=task.env_name, data=pickle.dumps(data)))
-        self.task = task
+        self.task, self._task_set = task, False
+
+    @property
+    def sawyer(self) -> gym.Env:
+        """The underlying Meta-World env, given this env's task (taken from the pool if needed)."""
+        if self._sawyer is None:
+            self._sawyer = POOL.take(self.task.env_name)
+        if not self._task_set:
+            from metaworld.types import Task as SawyerTask
+
+            data = {"rand_vec": np.asarray(self.task.rand_vec, dtype=np.float64),
+                    "env_cls": type(self._sawyer), "partially_observable": True}
+            self._sawyer.set_task(SawyerTask(env_name=self.task.env_name, data=pickle.dumps(data)))
+            self._task_set = True
+        return self._sawyer
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)  # (Meta-World's reset is deterministic given the task)
-        obs, info = self._sawyer.reset()
+        obs, info = self.sawyer.reset()
         self._steps = 0
         return obs.astype(np.float32), info
 
     def step(self, action):
+        if self._sawyer is None or not self._task_set:
+            raise RuntimeError("call reset() before step(): the env's task changed or it was "
+                               "closed")
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
         obs, reward, terminated, truncated, info = self._sawyer.step(action)
         self._steps += 1
@@ -187,7 +237,7 @@ class MetaWorldEnv(gym.Env):
 
     def _release(self) -> None:
         if self._sawyer is not None:
-            _POOL.setdefault(self.task.env_name, []).append(self._sawyer)
+            POOL.give(self.task.env_name, self._sawyer)
             self._sawyer = None
 
     def close(self) -> None:
@@ -245,9 +295,13 @@ class MetaWorldFamily(TaskFamily):
         return self.sample_split(n, seed, "train")
 
     def check_task(self, task: Any) -> MetaWorldTask:
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
         task = super().check_task(task)
         if self.env_name is not None and task.env_name != self.env_name:
             raise ValueError(f"{self!r} has tasks of {self.env_name}, not {task.env_name}")
+        if task.env_name not in ALL_V3_ENVIRONMENTS:
+            raise ValueError(f"{task.env_name!r} is not a Meta-World v3 environment")
         return task
 
     def make_env(self, task: Task) -> gym.Env:

@@ -548,6 +548,8 @@ def run_metaworld(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     seed_everything(0)
     console = wide_console()
+    if args.retask_iterations:  # first, so that no other part's envs are in the pool
+        console.print(retask_memory(args.retask_iterations))
     table = Table(title="Meta-World on one core", caption=machine())
     for column in ("what", "steps/s", "time per step"):
         table.add_column(column, justify="left" if column == "what" else "right")
@@ -599,6 +601,41 @@ def run_metaworld(args: argparse.Namespace) -> int:
     return 0
 
 
+def retask_memory(iterations: int, meta_batch: int = 20, episodes: int = 10,
+                  horizon: int = 10) -> Table:
+    """The sampler of the ML10 presets' size (20 tasks x 10 episodes, main process) drawing new
+    tasks every iteration: Sawyer envs alive (in use + idle in the pool) and the process's RSS.
+    Short episodes: what is measured is memory and the envs rebuilt, not the simulation."""
+    from envs.metaworld import POOL
+    from meta_rl.config import PolicyConfig, SamplingConfig
+    from meta_rl.policies import batch_params, make_policy
+    from meta_rl.sampling import make_sampler
+
+    family = envs.make("MetaWorldML10", horizon=horizon)
+    policy = make_policy(family.observation_space, family.action_space,
+                         PolicyConfig(hidden=(100, 100), activation="tanh"))
+    params = batch_params(policy.init_params(torch.Generator().manual_seed(0)), meta_batch)
+    sampler = make_sampler(family, policy, SamplingConfig(meta_batch=meta_batch,
+                                                          episodes=episodes), num_workers=1)
+    table = Table(title=f"ML10 sampler retasking {meta_batch} tasks x {episodes} episodes each "
+                        f"iteration ({horizon}-step episodes, main process)", caption=machine())
+    for column in ("iteration", "Sawyer envs alive", "RSS (GB)", "s / iteration"):
+        table.add_column(column, justify="right")
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        for it in range(iterations):
+            start = time.perf_counter()
+            sampler.sample(family.sample_tasks(meta_batch, seed=it), params, it)
+            seconds = time.perf_counter() - start
+            if it == 0 or (it + 1) % 5 == 0 or it + 1 == iterations:
+                with open("/proc/self/statm") as f:
+                    rss = int(f.read().split()[1]) * page / 2**30
+                table.add_row(str(it + 1), f"{POOL.alive:,}", f"{rss:.2f}", f"{seconds:.1f}")
+    finally:
+        sampler.close()
+    return table
+
+
 def add_metaworld_parser(subparsers) -> None:
     p = subparsers.add_parser("metaworld", help="Meta-World: raw env.step vs the sampler, "
                                                 "and preset meta-iterations")
@@ -610,6 +647,9 @@ def add_metaworld_parser(subparsers) -> None:
                    help="meta-iterations of each preset to time after a warm-up (2; 0: none)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads of the main process for the meta-iterations (1)")
+    p.add_argument("--retask-iterations", type=int, default=0,
+                   help="iterations of an ML10 sampler drawing new tasks, reporting the Sawyer "
+                        "envs alive and the memory (0: skip; 25 takes about 3 minutes)")
     p.set_defaults(run=run_metaworld)
 
 

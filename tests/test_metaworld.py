@@ -5,6 +5,7 @@ They need ``metaworld`` (the ``metaworld`` extra, which the ``test`` extra inclu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_a_scripted_episode_succeeds_and_is_recorded(ml1):
     scripted, succeeded, rewards = SawyerReachV3Policy(), [], []
     for _ in range(family.horizon):
         seen = obs.copy()  # the goal is hidden from the policy (ML1's partially observable tasks);
-        seen[36:39] = env._sawyer._target_pos  # Meta-World's scripted policy reads it there
+        seen[36:39] = env.sawyer._target_pos  # Meta-World's scripted policy reads it there
         obs, reward, terminated, truncated, info = env.step(scripted.get_action(seen))
         succeeded.append(bool(info["success"]))
         rewards.append(reward)
@@ -156,3 +157,62 @@ def test_training_samples_the_train_split_and_evaluation_the_test_split(tmp_path
         assert all(0.0 <= m <= 1.0 for m in success["mean"])
         line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
         assert 0.0 <= line["pre_adapt_success"] <= 1.0
+
+
+class _StubSawyer:
+    def __init__(self, name):
+        self.name, self.closed = name, False
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_sawyer_pool_reuses_by_class_and_stays_bounded(monkeypatch):
+    """The pool hands back an idle env of the asked class; a miss closes the least recently
+    returned idle envs first, so at most factor x the peak in use are ever alive."""
+    from envs import metaworld as mw
+
+    built = []
+    monkeypatch.setattr(mw, "_build_sawyer", lambda name: built.append(_StubSawyer(name))
+                        or built[-1])
+    pool = mw.SawyerPool(factor=2)
+    rng = np.random.default_rng(0)
+    classes = [f"c{i}" for i in range(10)]
+    in_use: list = []
+    for _ in range(40):  # 40 retaskings of 8 sub-envs drawn from 10 classes
+        for env in in_use:
+            pool.give(env.name, env)
+        in_use = [pool.take(str(c)) for c in rng.choice(classes, 8)]
+        assert pool.in_use == 8 and pool.alive <= 2 * pool.peak == 16
+        assert all(not env.closed for env in in_use)
+    closed = [env for env in built if env.closed]
+    assert closed and len(built) - len(closed) == pool.alive
+    # a hit returns the same object, without building
+    name, env = pool.idle[-1]
+    count = len(built)
+    assert pool.take(name) is env and len(built) == count
+    with pytest.raises(ValueError, match="factor"):
+        mw.SawyerPool(factor=0.5)
+
+
+def test_retasked_envs_give_back_and_take_sawyer_envs_at_reset(ml10):
+    """All sub-envs a sampler retasks return their Sawyer envs before any takes one (the take
+    happens at reset), so a swap of two classes between two envs builds nothing new."""
+    from envs.metaworld import POOL
+
+    reach, push = (next(t for t in ml10.split_tasks("train") if t.env_name == n)
+                   for n in ("reach-v3", "push-v3"))
+    first, second = ml10.make_env(reach), ml10.make_env(push)
+    first.reset(seed=0), second.reset(seed=0)
+    sawyers = {id(first.sawyer), id(second.sawyer)}
+    first.set_task(push), second.set_task(reach)
+    with pytest.raises(RuntimeError, match="reset"):
+        first.step(np.zeros(4, np.float32))
+    first.reset(seed=0), second.reset(seed=0)
+    assert {id(first.sawyer), id(second.sawyer)} == sawyers
+    assert "Push" in type(first.sawyer).__name__ and "Reach" in type(second.sawyer).__name__
+    alive, in_use = POOL.alive, POOL.in_use
+    first.close(), second.close()
+    assert POOL.alive == alive and POOL.in_use == in_use - 2
+    with pytest.raises(ValueError, match="not a Meta-World v3 environment"):
+        ml10.make_env(dataclasses.replace(reach, env_name="no-such-v3"))
