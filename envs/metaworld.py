@@ -18,9 +18,10 @@ Meta-World's ``max_path_length``, which is also the most it allows) and never te
 Each step's ``info["success"]`` says whether the task is solved; an episode succeeds if it was
 at any step (Meta-World's rule), which the samplers record.
 
-Building a Sawyer env loads a MuJoCo model, so envs are pooled: each process keeps the envs of
-each class it has built and switches their task in place (``env.set_task``), and an env of this
-family switches to a pooled env of the new task's class when its task changes class.
+Building a Sawyer env loads a MuJoCo model (0.1-0.3 s, about 23 MB), so envs are pooled per
+process (:class:`SawyerPool`): an env of this family whose task changes class hands its Sawyer
+env back and takes one of the new class at its next ``reset``; a task of the same class is set
+in place. The pool keeps at most twice as many Sawyer envs as were ever in use at once.
 Constructing ML10 or ML45's benchmark object takes tens of seconds; its task lists are cached
 in ``$META_RL_CACHE`` (default ``~/.cache/meta_rl``) after the first time.
 
@@ -35,6 +36,7 @@ import dataclasses
 import json
 import os
 import pickle
+import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -141,6 +143,10 @@ class SawyerPool:
     Bounded: when a new env must be built, the least recently returned idle ones are closed until
     at most ``factor`` times the most envs ever in use at once are alive (unbounded, ML10's and
     ML45's ever-changing classes would keep adding envs of each class until memory ran out).
+
+    The counts are per process: a forked child starts a new ``generation`` with nothing in use
+    (it may still reuse the idle envs it inherited), and what a holder takes under one generation
+    it gives back under that one.
     """
 
     def __init__(self, factor: float = 2.0):
@@ -150,6 +156,7 @@ class SawyerPool:
         self.idle: list[tuple[str, gym.Env]] = []  # least recently returned first
         self.in_use = 0
         self.peak = 0
+        self.generation = 0
 
     @property
     def alive(self) -> int:
@@ -169,12 +176,24 @@ class SawyerPool:
         self.peak = max(self.peak, self.in_use)
         return env
 
-    def give(self, env_name: str, env: gym.Env) -> None:
-        self.in_use -= 1
+    def give(self, env_name: str, env: gym.Env, generation: int) -> None:
+        """Return an env taken under ``generation``; one from before a fork is only kept idle."""
+        if generation == self.generation:
+            self.in_use -= 1
         self.idle.append((env_name, env))
+
+    def lost(self, generation: int) -> None:
+        """An env taken under ``generation`` was garbage-collected without being given back."""
+        if generation == self.generation:
+            self.in_use -= 1
+
+    def forked(self) -> None:
+        self.in_use, self.peak, self.generation = 0, 0, self.generation + 1
 
 
 POOL = SawyerPool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=POOL.forked)
 
 
 def _build_sawyer(env_name: str) -> gym.Env:
@@ -193,8 +212,11 @@ class MetaWorldEnv(gym.Env):
     def __init__(self, family: "MetaWorldFamily", task: MetaWorldTask):
         self.family = family
         self.observation_space, self.action_space = family.observation_space, family.action_space
-        self._sawyer: gym.Env | None = None
-        self._task_set = False  # whether the Sawyer env has been given self.task
+        self._sawyer: gym.Env | None = None  # taken from the pool at reset
+        self._held: weakref.finalize | None = None  # counts it back if self is lost unclosed
+        self._generation = 0  # the pool's generation when it was taken
+        self._task_applied = False  # whether the Sawyer env has been given self.task
+        self._needs_reset = True  # set_task and close take effect at the next reset
         self.task: MetaWorldTask | None = None
         self._steps = 0
         self.set_task(task)
@@ -203,42 +225,49 @@ class MetaWorldEnv(gym.Env):
         task = self.family.check_task(task)
         if self.task is not None and self.task.env_name != task.env_name:
             self._release()
-        self.task, self._task_set = task, False
+        self.task = task
+        self._task_applied, self._needs_reset = False, True
 
     @property
     def sawyer(self) -> gym.Env:
-        """The underlying Meta-World env, given this env's task (taken from the pool if needed)."""
+        """The underlying Meta-World env, once ``reset`` has given it this env's task."""
+        if self._sawyer is None or self._needs_reset:
+            raise RuntimeError("call reset() first: the env's task changed or it was closed")
+        return self._sawyer
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)  # (Meta-World's reset is deterministic given the task)
         if self._sawyer is None:
             self._sawyer = POOL.take(self.task.env_name)
-        if not self._task_set:
+            self._generation = POOL.generation
+            self._held = weakref.finalize(self, POOL.lost, self._generation)
+            self._task_applied = False
+        if not self._task_applied:
             from metaworld.types import Task as SawyerTask
 
             data = {"rand_vec": np.asarray(self.task.rand_vec, dtype=np.float64),
                     "env_cls": type(self._sawyer), "partially_observable": True}
             self._sawyer.set_task(SawyerTask(env_name=self.task.env_name, data=pickle.dumps(data)))
-            self._task_set = True
-        return self._sawyer
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)  # (Meta-World's reset is deterministic given the task)
-        obs, info = self.sawyer.reset()
+            self._task_applied = True
+        obs, info = self._sawyer.reset()
+        self._needs_reset = False
         self._steps = 0
         return obs.astype(np.float32), info
 
     def step(self, action):
-        if self._sawyer is None or not self._task_set:
-            raise RuntimeError("call reset() before step(): the env's task changed or it was "
-                               "closed")
+        sawyer = self.sawyer
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
-        obs, reward, terminated, truncated, info = self._sawyer.step(action)
+        obs, reward, terminated, truncated, info = sawyer.step(action)
         self._steps += 1
         truncated = bool(truncated) or self._steps >= self.family.horizon
         return obs.astype(np.float32), float(reward), bool(terminated), truncated, info
 
     def _release(self) -> None:
         if self._sawyer is not None:
-            POOL.give(self.task.env_name, self._sawyer)
-            self._sawyer = None
+            self._held.detach()
+            POOL.give(self.task.env_name, self._sawyer, self._generation)
+            self._sawyer = self._held = None
+        self._needs_reset = True
 
     def close(self) -> None:
         self._release()  # the Sawyer env goes back to the pool for the next env of its class

@@ -97,6 +97,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 # -- envs ------------------------------------------------------------------------------------------
 
 #: (tasks, envs per task) for T*E = 400, 4,000, 40,000
@@ -643,11 +650,11 @@ def add_metaworld_parser(subparsers) -> None:
     p.add_argument("--episodes", type=positive_int, default=4, help="episodes per task (4)")
     p.add_argument("--horizon", type=positive_int, default=150, help="episode length (150)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed runs; the best is kept")
-    p.add_argument("--iterations", type=int, default=2,
+    p.add_argument("--iterations", type=non_negative_int, default=2,
                    help="meta-iterations of each preset to time after a warm-up (2; 0: none)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads of the main process for the meta-iterations (1)")
-    p.add_argument("--retask-iterations", type=int, default=0,
+    p.add_argument("--retask-iterations", type=non_negative_int, default=0,
                    help="iterations of an ML10 sampler drawing new tasks, reporting the Sawyer "
                         "envs alive and the memory (0: skip; 25 takes about 3 minutes)")
     p.set_defaults(run=run_metaworld)

@@ -96,6 +96,7 @@ def test_an_env_switched_to_another_class_is_that_class():
     reach, push = (next(t for t in family.split_tasks("train") if t.env_name == n)
                    for n in ("reach-v3", "push-v3"))
     env = family.make_env(reach)
+    env.reset(seed=0)  # holds a reach Sawyer env, which the switch gives back
     env.set_task(push)
     fresh = family.make_env(push)
     np.testing.assert_array_equal(env.reset(seed=0)[0], fresh.reset(seed=0)[0])
@@ -181,7 +182,7 @@ def test_the_sawyer_pool_reuses_by_class_and_stays_bounded(monkeypatch):
     in_use: list = []
     for _ in range(40):  # 40 retaskings of 8 sub-envs drawn from 10 classes
         for env in in_use:
-            pool.give(env.name, env)
+            pool.give(env.name, env, pool.generation)
         in_use = [pool.take(str(c)) for c in rng.choice(classes, 8)]
         assert pool.in_use == 8 and pool.alive <= 2 * pool.peak == 16
         assert all(not env.closed for env in in_use)
@@ -193,6 +194,60 @@ def test_the_sawyer_pool_reuses_by_class_and_stays_bounded(monkeypatch):
     assert pool.take(name) is env and len(built) == count
     with pytest.raises(ValueError, match="factor"):
         mw.SawyerPool(factor=0.5)
+
+
+def test_the_sawyer_pool_closes_the_least_recently_returned_first(monkeypatch):
+    from envs import metaworld as mw
+
+    monkeypatch.setattr(mw, "_build_sawyer", _StubSawyer)
+    pool = mw.SawyerPool(factor=2)
+    a, b = pool.take("a"), pool.take("b")  # peak 2: at most 4 alive
+    pool.give("a", a, 0), pool.give("b", b, 0)
+    c, d = pool.take("c"), pool.take("d")  # 4 alive, nothing closed yet
+    assert not (a.closed or b.closed)
+    pool.give("d", d, 0), pool.give("c", c, 0)  # idle, oldest first: a, b, d, c
+    e = pool.take("e")
+    assert a.closed and not (b.closed or c.closed or d.closed or e.closed) and pool.alive == 4
+    pool.take("f")
+    assert b.closed and not (c.closed or d.closed)
+    # a forked child counts from zero: what it inherited in use is not given back to its count
+    pool.forked()
+    assert pool.in_use == 0 and pool.peak == 0
+    pool.give("e", e, 0)
+    assert pool.in_use == 0 and pool.idle[-1] == ("e", e)
+
+
+def test_a_closed_env_reset_again_runs_its_own_task(ml1):
+    """close gives the Sawyer env back; another env may retask it; a later reset of the closed
+    env takes one again and gives it its own task."""
+    first_task, second_task = ml1.sample_tasks(2, seed=3)
+    assert first_task.rand_vec != second_task.rand_vec
+    first = ml1.make_env(first_task)
+    first.reset(seed=0)
+    first.close()
+    with pytest.raises(RuntimeError, match="reset"):
+        first.step(np.zeros(4, np.float32))
+    second = ml1.make_env(second_task)
+    second.reset(seed=0)  # reuses the Sawyer env `first` gave back
+    second.close()
+    fresh = ml1.make_env(first_task)
+    np.testing.assert_array_equal(first.reset(seed=0)[0], fresh.reset(seed=0)[0])
+    np.testing.assert_array_equal(first.sawyer._target_pos, fresh.sawyer._target_pos)
+    first.close(), fresh.close()
+
+
+def test_an_env_dropped_without_close_is_counted_out(ml1):
+    import gc
+
+    from envs.metaworld import POOL
+
+    in_use = POOL.in_use
+    env = ml1.make_env(ml1.sample_tasks(1, seed=0)[0])
+    env.reset(seed=0)
+    assert POOL.in_use == in_use + 1
+    del env
+    gc.collect()
+    assert POOL.in_use == in_use
 
 
 def test_retasked_envs_give_back_and_take_sawyer_envs_at_reset(ml10):
