@@ -214,8 +214,6 @@ class MetaWorldEnv(gym.Env):
         self.observation_space, self.action_space = family.observation_space, family.action_space
         self._sawyer: gym.Env | None = None  # taken from the pool at reset
         self._held: weakref.finalize | None = None  # counts it back if self is lost unclosed
-        self._generation = 0  # the pool's generation when it was taken
-        self._task_applied = False  # whether the Sawyer env has been given self.task
         self._needs_reset = True  # set_task and close take effect at the next reset
         self.task: MetaWorldTask | None = None
         self._steps = 0
@@ -225,8 +223,7 @@ class MetaWorldEnv(gym.Env):
         task = self.family.check_task(task)
         if self.task is not None and self.task.env_name != task.env_name:
             self._release()
-        self.task = task
-        self._task_applied, self._needs_reset = False, True
+        self.task, self._needs_reset = task, True
 
     @property
     def sawyer(self) -> gym.Env:
@@ -237,18 +234,15 @@ class MetaWorldEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)  # (Meta-World's reset is deterministic given the task)
-        if self._sawyer is None:
-            self._sawyer = POOL.take(self.task.env_name)
-            self._generation = POOL.generation
-            self._held = weakref.finalize(self, POOL.lost, self._generation)
-            self._task_applied = False
-        if not self._task_applied:
+        if self._needs_reset:  # a new task, or (after close) no Sawyer env yet
             from metaworld.types import Task as SawyerTask
 
+            if self._sawyer is None:
+                self._sawyer = POOL.take(self.task.env_name)
+                self._held = weakref.finalize(self, POOL.lost, POOL.generation)
             data = {"rand_vec": np.asarray(self.task.rand_vec, dtype=np.float64),
                     "env_cls": type(self._sawyer), "partially_observable": True}
             self._sawyer.set_task(SawyerTask(env_name=self.task.env_name, data=pickle.dumps(data)))
-            self._task_applied = True
         obs, info = self._sawyer.reset()
         self._needs_reset = False
         self._steps = 0
@@ -264,8 +258,8 @@ class MetaWorldEnv(gym.Env):
 
     def _release(self) -> None:
         if self._sawyer is not None:
-            self._held.detach()
-            POOL.give(self.task.env_name, self._sawyer, self._generation)
+            _, _, (generation,), _ = self._held.detach()  # the pool's generation at the take
+            POOL.give(self.task.env_name, self._sawyer, generation)
             self._sawyer = self._held = None
         self._needs_reset = True
 

@@ -107,8 +107,7 @@ def eval_table(result, compact: bool = False) -> Table:
     d = _as_dict(result)
     table = Table(
         title=f"{escape(d['family'])} ({d.get('algo', '?')}): return after k adaptation steps",
-        caption=f"{d['tasks']} {_split_word(d)} tasks, "
-                f"{_batch_note(d)}, "
+        caption=f"{d['tasks']} {_split_word(d)} tasks, {_batch_note(d)}, "
                 f"seed {d['seed']}{_lr_note(d)}; mean ± 95% CI over tasks"
                 + ("; wall s includes pretraining" if "pretrained" in d["methods"] else ""),
     )
@@ -238,8 +237,7 @@ def plot_adaptation(result, path: str | Path) -> Path:
         if i == 0:
             ax.legend()
     fig.suptitle(f"{d['family']}: {d.get('algo', '?')} vs baselines "
-                 f"({d['tasks']} {_split_word(d)} "
-                 "tasks, 95% CI)")
+                 f"({d['tasks']} {_split_word(d)} tasks, 95% CI)")
     save_figure(fig, path)
     return path
 

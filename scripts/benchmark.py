@@ -544,13 +544,26 @@ def add_scale_parser(subparsers) -> None:
 # -- metaworld --------------------------------------------------------------------------------------
 
 
+def metaworld_sampler(family, meta_batch: int, episodes: int):
+    """The Meta-World presets' policy (100x100 tanh) at its seed-0 init, batched for
+    ``meta_batch`` tasks, and a sampler of ``episodes`` per task in the main process only."""
+    from meta_rl.config import PolicyConfig, SamplingConfig
+    from meta_rl.policies import batch_params, make_policy
+    from meta_rl.sampling import make_sampler
+
+    policy = make_policy(family.observation_space, family.action_space,
+                         PolicyConfig(hidden=(100, 100), activation="tanh"))
+    params = batch_params(policy.init_params(torch.Generator().manual_seed(0)), meta_batch)
+    sampler = make_sampler(family, policy, SamplingConfig(meta_batch=meta_batch,
+                                                          episodes=episodes), num_workers=1)
+    return params, sampler
+
+
 def run_metaworld(args: argparse.Namespace) -> int:
     """Meta-World on one core: raw ``env.step`` of each family's envs, the sampler stepping the
     same envs (main process only), and the seconds of a meta-iteration of the presets."""
-    from meta_rl.config import PolicyConfig, SamplingConfig, TrainConfig
-    from meta_rl.policies import batch_params, make_policy
+    from meta_rl.config import TrainConfig
     from meta_rl.presets import load_yaml_config
-    from meta_rl.sampling import make_sampler
 
     torch.set_num_threads(1)
     seed_everything(0)
@@ -578,12 +591,7 @@ def run_metaworld(args: argparse.Namespace) -> int:
                       f"{rate:,.0f}", f"{1e6 / rate:,.0f} us")
         for env in env_list:
             env.close()
-        policy = make_policy(family.observation_space, family.action_space,
-                             PolicyConfig(hidden=(100, 100), activation="tanh"))
-        params = batch_params(policy.init_params(torch.Generator().manual_seed(0)), len(tasks))
-        sampler = make_sampler(family, policy, SamplingConfig(meta_batch=len(tasks),
-                                                              episodes=args.episodes),
-                               num_workers=1)
+        params, sampler = metaworld_sampler(family, len(tasks), args.episodes)
         try:
             seconds = best_time(lambda: sampler.sample(tasks, params, 0), args.repeats,
                                 lambda: None)
@@ -614,16 +622,9 @@ def retask_memory(iterations: int, meta_batch: int = 20, episodes: int = 10,
     tasks every iteration: Sawyer envs alive (in use + idle in the pool) and the process's RSS.
     Short episodes: what is measured is memory and the envs rebuilt, not the simulation."""
     from envs.metaworld import POOL
-    from meta_rl.config import PolicyConfig, SamplingConfig
-    from meta_rl.policies import batch_params, make_policy
-    from meta_rl.sampling import make_sampler
 
     family = envs.make("MetaWorldML10", horizon=horizon)
-    policy = make_policy(family.observation_space, family.action_space,
-                         PolicyConfig(hidden=(100, 100), activation="tanh"))
-    params = batch_params(policy.init_params(torch.Generator().manual_seed(0)), meta_batch)
-    sampler = make_sampler(family, policy, SamplingConfig(meta_batch=meta_batch,
-                                                          episodes=episodes), num_workers=1)
+    params, sampler = metaworld_sampler(family, meta_batch, episodes)
     table = Table(title=f"ML10 sampler retasking {meta_batch} tasks x {episodes} episodes each "
                         f"iteration ({horizon}-step episodes, main process)", caption=machine())
     for column in ("iteration", "Sawyer envs alive", "RSS (GB)", "s / iteration"):
